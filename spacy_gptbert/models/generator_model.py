@@ -1,0 +1,274 @@
+"""Thinc side of the GPT generator: the single torch <-> thinc crossing for causal LMs.
+
+The thinc Model maps `Rows` (token id rows with aligned targets) to a (B,)
+vector of summed negative log-likelihoods, one per row. It reuses thinc's
+PyTorchWrapper forward and PyTorchShim (device placement, optimizer updates,
+mixed precision); only the two converters are ours. Returning NLL sums
+instead of logits keeps the (B, T, V) tensor inside torch: the loss gradient
+thinc passes back is just d(loss)/d(row sum), a (B,) vector.
+
+Generation does not go through the forward pass: `generate_texts` calls
+Hugging Face `generate` on the shim's module under no_grad, on the shim's device.
+"""
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from spacy.util import registry
+from thinc.api import ArgsKwargs, Model, PyTorchGradScaler, PyTorchShim, torch2xp, xp2torch
+from thinc.layers.pytorchwrapper import forward as pytorch_forward
+from thinc.types import Floats1d
+
+from ..errors import Errors
+from . import gpt
+from .gpt import GenerationSettings, Rows
+from .hf_loading import load_pretrained
+
+
+@registry.architectures("spacy-gptbert.CausalLM.v1")
+def build_causal_lm(
+    name: str,
+    mixed_precision: bool = False,
+    grad_scaler_config: Optional[Dict[str, Any]] = None,
+    trust_remote_code: bool = False,
+) -> Model[Rows, Floats1d]:
+    """A pretrained Hugging Face causal LM (AutoModelForCausalLM + tokenizer),
+    by hub name or local directory. Weights load at initialize."""
+    return _causal_lm_model(
+        "pretrained", name=name, mixed_precision=mixed_precision,
+        grad_scaler_config=grad_scaler_config, trust_remote_code=trust_remote_code, gpt={},
+    )
+
+
+@registry.architectures("spacy-gptbert.GPT.v1")
+def build_gpt(
+    n_layer: int = 4,
+    n_head: int = 4,
+    n_embd: int = 256,
+    n_positions: int = 128,
+    vocab_size: int = 2048,
+    dropout: float = 0.0,
+    min_frequency: int = 2,
+    seed: int = 0,
+    mixed_precision: bool = False,
+    grad_scaler_config: Optional[Dict[str, Any]] = None,
+) -> Model[Rows, Floats1d]:
+    """A GPT-2-style model trained from scratch. At initialize, a byte-level
+    BPE tokenizer of `vocab_size` entries is trained on the training texts and
+    a fresh GPT2LMHeadModel of the given sizes is built."""
+    gpt.check_gpt_sizes(n_layer, n_head, n_embd, n_positions, vocab_size)
+    sizes = dict(n_layer=n_layer, n_head=n_head, n_embd=n_embd, n_positions=n_positions,
+                 vocab_size=vocab_size, dropout=dropout, min_frequency=min_frequency, seed=seed)
+    return _causal_lm_model(
+        "scratch", name="", mixed_precision=mixed_precision, grad_scaler_config=grad_scaler_config,
+        trust_remote_code=False, gpt=sizes,
+    )
+
+
+def _causal_lm_model(source: str, **attrs) -> Model[Rows, Floats1d]:
+    return Model(
+        "spacy-gptbert.CausalLM",
+        pytorch_forward,
+        init=init_causal_lm,
+        attrs={
+            "source": source,
+            **attrs,
+            "grad_scaler_config": dict(attrs.get("grad_scaler_config") or {}),
+            "convert_inputs": convert_inputs,
+            "convert_outputs": convert_outputs,
+            "tokenizer": None,
+            # serialization hooks (pipeline/serialization.py)
+            "hf_parts": get_hf_parts,
+            "hf_load": load_into,
+        },
+    )
+
+
+def is_causal_lm(node: Model) -> bool:
+    return node.attrs.get("convert_inputs") is convert_inputs
+
+
+def find_causal_lm(model: Model) -> Model:
+    for node in model.walk():
+        if is_causal_lm(node):
+            return node
+    raise ValueError("gpt_generator needs a spacy-gptbert.CausalLM.v1 or spacy-gptbert.GPT.v1 model.")
+
+
+def init_causal_lm(model: Model, X: Optional[List[str]] = None, Y=None) -> None:
+    """Load (pretrained) or build (scratch) the torch model; never in the constructor.
+    X: the training texts, used to train the scratch model's tokenizer."""
+    if model.shims:
+        return
+    if model.attrs["source"] == "pretrained":
+        load_into(model, model.attrs["name"])
+        return
+    sizes = model.attrs["gpt"]
+    texts = [t for t in (X or []) if isinstance(t, str) and t]
+    if not texts:
+        raise ValueError(Errors.E209)
+    tokenizer = gpt.train_bpe_tokenizer(texts, sizes["vocab_size"], sizes["min_frequency"])
+    lm = gpt.build_gpt2_lm(tokenizer, sizes["n_layer"], sizes["n_head"], sizes["n_embd"],
+                           sizes["n_positions"], sizes["dropout"], sizes["seed"])
+    attach_lm(model, lm, tokenizer)
+
+
+def _ensure_causal_lm_names() -> None:
+    """hf_loading.check_model_kind imports MODEL_FOR_CAUSAL_LM_MAPPING_NAMES from
+    the transformers top level, which transformers 4.53 does not export (it lives
+    in transformers.models.auto.modeling_auto). Until hf_loading imports it from
+    there, expose it so causal-LM loading works. TODO: drop once hf_loading is fixed."""
+    import transformers
+
+    if not hasattr(transformers, "MODEL_FOR_CAUSAL_LM_MAPPING_NAMES"):
+        from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+        transformers.MODEL_FOR_CAUSAL_LM_MAPPING_NAMES = MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+
+def load_into(model: Model, name_or_path) -> None:
+    _ensure_causal_lm_names()
+    lm, tokenizer, _ = load_pretrained(
+        name_or_path, "AutoModelForCausalLM", trust_remote_code=model.attrs["trust_remote_code"],
+        expect="causal_lm",
+    )
+    attach_lm(model, lm, tokenizer)
+
+
+def attach_lm(model: Model, lm, tokenizer) -> None:
+    """Wrap the LM in a PyTorchShim; the shim puts it on thinc's current device."""
+    shim = PyTorchShim(
+        gpt.CausalLMLoss(lm),
+        mixed_precision=model.attrs["mixed_precision"],
+        grad_scaler=PyTorchGradScaler(**model.attrs["grad_scaler_config"]),
+    )
+    model.shims[:] = [shim]
+    model.attrs["tokenizer"] = tokenizer
+
+
+def get_hf_parts(model: Model):
+    if not model.shims:
+        return None, None
+    return model.shims[0]._model.lm, model.attrs["tokenizer"]
+
+
+def get_lm(model: Model):
+    return get_hf_parts(model)[0]
+
+
+def is_ready(model: Model) -> bool:
+    return bool(model.shims) and model.attrs.get("tokenizer") is not None
+
+
+# ---------------------------------------------------------------------------
+# Token ids
+# ---------------------------------------------------------------------------
+
+
+def special_ids(model: Model) -> Tuple[int, int, int]:
+    """(bos, eos, pad) ids. Without a dedicated pad token (pretrained GPT-2),
+    padding uses EOS: padded positions are masked, so the id never matters."""
+    tok = model.attrs["tokenizer"]
+    eos = tok.eos_token_id
+    bos = tok.bos_token_id if tok.bos_token_id is not None else eos
+    pad = tok.pad_token_id if tok.pad_token_id is not None else eos
+    return bos, eos, pad
+
+
+def context_size(model: Model) -> int:
+    return gpt.context_size(get_lm(model))
+
+
+def encode(model: Model, texts: Sequence[str]) -> List[List[int]]:
+    """Token ids without special tokens; empty texts give []."""
+    if not texts:
+        return []
+    enc = model.attrs["tokenizer"](
+        list(texts), add_special_tokens=False, return_attention_mask=False, verbose=False
+    )
+    return [list(ids) for ids in enc["input_ids"]]
+
+
+def sequence_rows(model: Model, prompts: List[List[int]], targets: List[List[int]], add_eos: bool) -> Rows:
+    """One sequence per (prompt, target) pair: [BOS] prompt target [EOS?], the
+    loss on the target (and EOS) only, cut into blocks of the model's context.
+    Rows remember their pair index (`Rows.source`) for per-example scores."""
+    bos, eos, _ = special_ids(model)
+    block = context_size(model)
+    rows = Rows()
+    for i, (p, t) in enumerate(zip(prompts, targets)):
+        seq = [bos] + p + t + ([eos] if add_eos else [])
+        weights = [False] * (1 + len(p)) + [True] * (len(seq) - 1 - len(p))
+        for inputs, tgt in gpt.split_blocks(seq, weights, block):
+            rows.add(inputs, tgt, i)
+    return rows
+
+
+def packed_rows(model: Model, texts_ids: List[List[int]], shift: int = 0) -> Rows:
+    """LM training rows: all docs as one stream `[EOS] d1 [EOS] d2 ... [EOS]`,
+    cut into full blocks of the model's context (no padding waste, as in
+    GPT pretraining). `shift` drops the first tokens so block boundaries move
+    between epochs."""
+    _, eos, _ = special_ids(model)
+    stream = [eos]
+    for ids in texts_ids:
+        stream.extend(ids)
+        stream.append(eos)
+    stream = stream[shift:] if len(stream) - shift > 1 else stream
+    rows = Rows()
+    for inputs, tgt in gpt.split_blocks(stream, [True] * len(stream), context_size(model)):
+        rows.add(inputs, tgt, 0)
+    return rows
+
+
+# ---------------------------------------------------------------------------
+# The crossing: Rows -> torch -> (B,) NLL sums
+# ---------------------------------------------------------------------------
+
+
+def convert_inputs(model: Model, rows: Rows, is_train: bool):
+    if not is_ready(model):
+        raise ValueError(Errors.E009.format(name="gpt_generator"))
+    _, _, pad = special_ids(model)
+    device = model.shims[0].device
+    ids, mask, targets = (t.to(device) for t in gpt.pad_rows(rows, pad))  # each (B, T)
+    kwargs = {"input_ids": ids, "attention_mask": mask, "targets": targets}
+    return ArgsKwargs(args=(), kwargs=kwargs), lambda d_inputs: []  # token ids take no gradient
+
+
+def convert_outputs(model: Model, inputs_outputs, is_train: bool):
+    _, nll = inputs_outputs  # (B,) torch
+
+    def backprop(d_nll: Floats1d) -> ArgsKwargs:
+        return ArgsKwargs(args=([nll],), kwargs={"grad_tensors": [xp2torch(d_nll, device=nll.device)]})
+
+    return torch2xp(nll, ops=model.ops), backprop
+
+
+# ---------------------------------------------------------------------------
+# Generation (no gradients; HF generate on the shim's module)
+# ---------------------------------------------------------------------------
+
+
+def generate_texts(model: Model, prompts: List[List[int]], settings: GenerationSettings) -> List[List[str]]:
+    """Generate for token-id prompts (already within the context) in ONE padded
+    `generate` call. Returns num_return_sequences texts per prompt, in order."""
+    if not prompts:
+        return []
+    if not is_ready(model):
+        raise ValueError(Errors.E009.format(name="gpt_generator"))
+    bos, eos, pad = special_ids(model)
+    # An empty prompt starts from BOS, as every training sequence does.
+    prompts = [p if p else [bos] for p in prompts]
+    device = model.shims[0].device
+    ids, mask = (t.to(device) for t in gpt.left_pad(prompts, pad))  # (B, T)
+    new = gpt.generate_ids(get_lm(model), ids, mask, settings, pad, eos)  # (B*n, <=max_new)
+    tokenizer = model.attrs["tokenizer"]
+    texts = tokenizer.batch_decode(_strip_after_eos(new.tolist(), eos), skip_special_tokens=True)
+    n = settings.num_return_sequences
+    texts = [gpt.cut_at_stop(t, settings.stop) for t in texts]
+    return [texts[i * n : (i + 1) * n] for i in range(len(prompts))]
+
+
+def _strip_after_eos(rows: List[List[int]], eos: Optional[int]) -> List[List[int]]:
+    if eos is None:
+        return rows
+    return [row[: row.index(eos)] if eos in row else row for row in rows]

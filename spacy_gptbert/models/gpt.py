@@ -1,0 +1,253 @@
+"""Raw torch / transformers / tokenizers helpers for the GPT generator.
+
+No spaCy or thinc here: this module knows about token ids and tensors only.
+The thinc crossing lives in generator_model.py, the pipeline logic in
+pipeline/generator.py.
+"""
+import contextlib
+from dataclasses import dataclass, field
+from typing import Iterable, Iterator, List, Optional, Sequence
+
+import torch
+
+from ..errors import Errors
+
+EOS_TOKEN = "<|endoftext|>"  # GPT-2's document separator; also our BOS
+PAD_TOKEN = "<|pad|>"  # a separate pad id keeps padding distinguishable from EOS
+IGNORE_INDEX = -100  # torch cross-entropy's "no target here"
+
+
+# ---------------------------------------------------------------------------
+# From-scratch model and tokenizer
+# ---------------------------------------------------------------------------
+
+
+def check_gpt_sizes(n_layer: int, n_head: int, n_embd: int, n_positions: int, vocab_size: int) -> None:
+    sizes = (n_layer, n_head, n_embd, n_positions, vocab_size)
+    if any(int(s) <= 0 for s in sizes) or n_embd % n_head != 0:
+        raise ValueError(Errors.E208.format(n_embd=n_embd, n_head=n_head))
+
+
+def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int, min_frequency: int = 2):
+    """Train a byte-level BPE tokenizer (GPT-2 style) on `texts` and wrap it in
+    a PreTrainedTokenizerFast with EOS (= BOS) and PAD tokens, so it saves and
+    loads as a standard Hugging Face tokenizer."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    texts = [t for t in texts if t]
+    if not texts:
+        raise ValueError(Errors.E209)
+    tok = Tokenizer(models.BPE())
+    # add_prefix_space=False: a prompt and its completion tokenize exactly as
+    # the training text did (no invented leading space).
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
+        special_tokens=[EOS_TOKEN, PAD_TOKEN],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),  # every byte encodable: no UNK
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer=trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token=EOS_TOKEN, eos_token=EOS_TOKEN, pad_token=PAD_TOKEN,
+        padding_side="left",
+    )
+
+
+def build_gpt2_lm(tokenizer, n_layer: int, n_head: int, n_embd: int, n_positions: int,
+                  dropout: float = 0.0, seed: int = 0):
+    """A freshly initialised GPT2LMHeadModel sized for `tokenizer`."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    config = GPT2Config(
+        vocab_size=len(tokenizer), n_positions=n_positions, n_embd=n_embd, n_layer=n_layer,
+        n_head=n_head, resid_pdrop=dropout, embd_pdrop=dropout, attn_pdrop=dropout,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    with torch.random.fork_rng(devices=[]):  # reproducible init without touching global RNG
+        torch.manual_seed(seed)
+        model = GPT2LMHeadModel(config)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model
+
+
+def context_size(lm) -> int:
+    config = lm.config
+    for key in ("n_positions", "max_position_embeddings", "n_ctx"):
+        value = getattr(config, key, None)
+        if value:
+            return int(value)
+    return 1024
+
+
+# ---------------------------------------------------------------------------
+# Loss
+# ---------------------------------------------------------------------------
+
+
+def token_nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Summed negative log-likelihood per row.
+
+    logits: (B, T, V) scores for the token after each position.
+    targets: (B, T) the token that follows each position, IGNORE_INDEX where
+        there is nothing to predict (padding, masked prompt).
+    Returns (B,) float32: sum over t of -log softmax(logits[b, t])[targets[b, t]].
+    Targets are already aligned with positions (no shift here), so the same
+    function serves packed LM blocks and prompt->completion rows.
+    """
+    B, T, V = logits.shape
+    nll = torch.nn.functional.cross_entropy(
+        logits.reshape(B * T, V).float(), targets.reshape(B * T), ignore_index=IGNORE_INDEX, reduction="none"
+    )  # (B*T,), 0 at ignored positions
+    return nll.view(B, T).sum(dim=1)  # (B,)
+
+
+class CausalLMLoss(torch.nn.Module):
+    """Wraps a Hugging Face causal LM so the PyTorchShim's forward returns the
+    per-row NLL sums: only a (B,) vector crosses into thinc, not (B, T, V) logits."""
+
+    def __init__(self, lm):
+        super().__init__()
+        self.lm = lm
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        # input_ids, attention_mask, targets: (B, T); rows are right-padded.
+        logits = self.lm(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits  # (B, T, V)
+        return token_nll(logits, targets)  # (B,)
+
+
+# ---------------------------------------------------------------------------
+# Training rows: token sequences -> fixed-size blocks
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class Rows:
+    """Right-padded rows for CausalLMLoss, plus which sequence each row came from."""
+
+    input_ids: List[List[int]] = field(default_factory=list)
+    targets: List[List[int]] = field(default_factory=list)
+    source: List[int] = field(default_factory=list)
+
+    def add(self, ids: Sequence[int], targets: Sequence[int], source: int) -> None:
+        self.input_ids.append(list(ids))
+        self.targets.append(list(targets))
+        self.source.append(source)
+
+
+def split_blocks(seq: Sequence[int], weights: Sequence[bool], block: int) -> Iterator:
+    """Cut one sequence into (inputs, targets) blocks of at most `block` inputs.
+
+    Position t predicts seq[t + 1]; `weights[t + 1]` False masks that target
+    (prompt tokens). Blocks do not overlap, so every target is counted once.
+    """
+    for start in range(0, len(seq) - 1, block):
+        inputs = seq[start : start + block]
+        targets = [
+            tok if keep else IGNORE_INDEX
+            for tok, keep in zip(seq[start + 1 : start + block + 1], weights[start + 1 : start + block + 1])
+        ]
+        yield inputs[: len(targets)], targets
+
+
+def pad_rows(rows: Rows, pad_id: int):
+    """Rows -> (input_ids, attention_mask, targets) int64 tensors (B, T), right-padded."""
+    T = max((len(r) for r in rows.input_ids), default=0)
+    B = len(rows.input_ids)
+    ids = torch.full((B, T), pad_id, dtype=torch.long)
+    mask = torch.zeros((B, T), dtype=torch.long)
+    targets = torch.full((B, T), IGNORE_INDEX, dtype=torch.long)
+    for b, (inp, tgt) in enumerate(zip(rows.input_ids, rows.targets)):
+        ids[b, : len(inp)] = torch.tensor(inp, dtype=torch.long)
+        mask[b, : len(inp)] = 1
+        targets[b, : len(tgt)] = torch.tensor(tgt, dtype=torch.long)
+    return ids, mask, targets
+
+
+# ---------------------------------------------------------------------------
+# Generation
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class GenerationSettings:
+    max_new_tokens: int = 32
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    repetition_penalty: float = 1.0
+    num_return_sequences: int = 1
+    stop: List[str] = field(default_factory=list)
+    seed: Optional[int] = None
+
+
+def left_pad(prompts: List[List[int]], pad_id: int):
+    """Prompts -> (input_ids, attention_mask) (B, T), padded on the left so every
+    prompt ends at the last column and new tokens line up for the whole batch."""
+    T = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), T), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(prompts), T), dtype=torch.long)
+    for b, p in enumerate(prompts):
+        if p:
+            ids[b, T - len(p) :] = torch.tensor(p, dtype=torch.long)
+            mask[b, T - len(p) :] = 1
+    return ids, mask
+
+
+@contextlib.contextmanager
+def seeded(seed: Optional[int]):
+    """Fix torch's RNG for one call without changing the caller's RNG state."""
+    if seed is None:
+        yield
+        return
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+@torch.no_grad()
+def generate_ids(lm, input_ids: torch.Tensor, attention_mask: torch.Tensor, settings: GenerationSettings,
+                 pad_id: int, eos_id: Optional[int]) -> torch.Tensor:
+    """One Hugging Face `generate` call for a left-padded batch.
+
+    input_ids, attention_mask: (B, T). Returns new tokens only:
+    (B * num_return_sequences, <= max_new_tokens), the n samples of prompt b at
+    rows b*n .. b*n + n - 1, padded with pad_id after EOS.
+    """
+    kwargs = dict(
+        max_new_tokens=settings.max_new_tokens,
+        do_sample=settings.do_sample,
+        num_return_sequences=settings.num_return_sequences,
+        repetition_penalty=settings.repetition_penalty,
+        pad_token_id=pad_id,
+        eos_token_id=eos_id,
+        use_cache=True,  # KV cache: each step feeds one new token per row
+    )
+    if settings.do_sample:
+        kwargs.update(temperature=settings.temperature, top_k=settings.top_k, top_p=settings.top_p)
+    else:
+        # Explicit neutral values: a model's generation_config may carry sampling defaults.
+        kwargs.update(temperature=None, top_k=None, top_p=None)
+    was_training = lm.training
+    lm.eval()
+    try:
+        with seeded(settings.seed):
+            out = lm.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)  # (B*n, T + new)
+    finally:
+        lm.train(was_training)
+    return out[:, input_ids.shape[1] :]
+
+
+def cut_at_stop(text: str, stop: Sequence[str]) -> str:
+    """Cut `text` before the earliest occurrence of any stop string."""
+    cut = len(text)
+    for s in stop:
+        i = text.find(s)
+        if i != -1:
+            cut = min(cut, i)
+    return text[:cut]

@@ -1,0 +1,412 @@
+"""gpt_generator: a trainable GPT text generator in the spaCy pipeline.
+
+Prediction builds one prompt per Doc (template or registered function), and
+generates for a whole batch with one left-padded Hugging Face `generate` call.
+Training uses the causal-LM loss in two modes:
+    "lm"      the Doc text is the target (continued pretraining / from scratch);
+    "prompt"  the prompt comes from the reference Doc (text and/or gold cats),
+              the loss covers the completion only (prompt targets masked).
+Scoring reports perplexity, bits and nats per character on the dev Docs and,
+with a bert_textcat in the pipeline, how often the generated text is
+classified as the label that was asked for.
+"""
+import math
+import random
+import weakref
+from itertools import islice
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+
+import numpy
+from spacy.language import Language
+from spacy.pipeline import TrainablePipe
+from spacy.tokens import Doc
+from spacy.training import Example, validate_examples, validate_get_examples
+from spacy.util import registry
+from spacy.vocab import Vocab
+from thinc.api import Config, Model, Optimizer, set_dropout_rate
+
+from ..errors import Errors, Warnings, warn
+from ..models import generator_model as lm_model
+from ..models.gpt import GenerationSettings, Rows
+from .prompts import PromptFunc, as_prompt, top_label, uses_text
+from .serialization import component_from_bytes, component_to_bytes, load_component, save_component
+
+__all__ = ["GPTGenerator", "make_gpt_generator", "generator_score", "generation_agreement"]
+
+for _ext in ("generation", "generations", "completion"):
+    if not Doc.has_extension(_ext):
+        Doc.set_extension(_ext, default=None)
+
+DEFAULT_CONFIG_STR = """
+[model]
+@architectures = "spacy-gptbert.CausalLM.v1"
+name = "gpt2"
+mixed_precision = false
+grad_scaler_config = {}
+trust_remote_code = false
+"""
+DEFAULT_CONFIG = Config().from_str(DEFAULT_CONFIG_STR)
+SCORE_KEYS = ("gen_score", "gen_loss_per_char", "gen_bpc", "gen_ppl", "gen_agreement")
+MODES = ("lm", "prompt")
+EVAL_BATCH_ROWS = 16  # rows per no-grad forward when scoring
+
+
+@Language.factory(
+    "gpt_generator",
+    assigns=["doc._.generation", "doc._.generations"],
+    default_config={
+        "model": DEFAULT_CONFIG["model"],
+        "prompt": "{text}",
+        "mode": "lm",
+        "max_new_tokens": 32,
+        "do_sample": False,
+        "temperature": 1.0,
+        "top_k": 0,
+        "top_p": 1.0,
+        "repetition_penalty": 1.0,
+        "num_return_sequences": 1,
+        "stop": [],
+        "seed": None,
+        "on_long_prompt": "truncate",
+        "completion_attr": "completion",
+        "scorer": {"@scorers": "spacy-gptbert.generator_scorer.v1"},
+    },
+    # gen_score = exp(-nats per char): higher is better, so spaCy can select on it.
+    # Weight 0.0 shows a score in the training table without weighting it.
+    default_score_weights={
+        "gen_score": 1.0, "gen_loss_per_char": 0.0, "gen_ppl": 0.0, "gen_bpc": None, "gen_agreement": None,
+    },
+)
+def make_gpt_generator(
+    nlp: Language, name: str, model: Model, prompt: Union[str, Callable[[Doc], str]], mode: str,
+    max_new_tokens: int, do_sample: bool, temperature: float, top_k: int, top_p: float,
+    repetition_penalty: float, num_return_sequences: int, stop: List[str], seed: Optional[int],
+    on_long_prompt: str, completion_attr: str, scorer: Optional[Callable],
+):
+    """prompt: template with {text}, {label}, {cats}, or a registered prompt
+    function. mode: "lm" or "prompt" (training). on_long_prompt: "truncate"
+    (keep the end, warn) or "error". completion_attr: Doc extension holding the
+    completion in prompt mode when the prompt uses the Doc text."""
+    return GPTGenerator(
+        nlp.vocab, model, name, nlp=nlp, prompt=prompt, mode=mode,
+        settings=GenerationSettings(
+            max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature, top_k=top_k,
+            top_p=top_p, repetition_penalty=repetition_penalty, num_return_sequences=num_return_sequences,
+            stop=list(stop), seed=seed,
+        ),
+        on_long_prompt=on_long_prompt, completion_attr=completion_attr, scorer=scorer,
+    )
+
+
+# ---------------------------------------------------------------------------
+# Scoring
+# ---------------------------------------------------------------------------
+
+
+@registry.scorers("spacy-gptbert.generator_scorer.v1")
+def make_generator_scorer():
+    return generator_score
+
+
+def generator_score(
+    examples: Iterable[Example], *, lm_stats: Optional[Sequence[Tuple[float, int, int]]] = None,
+    nlp: Optional[Language] = None, textcat: Optional[str] = None, **kwargs,
+) -> Dict[str, Any]:
+    """gen_ppl, gen_loss_per_char (nats/char), gen_bpc (bits/char), gen_score
+    (exp(-nats/char)) from lm_stats = [(nll, n_tokens, n_chars) per example],
+    which GPTGenerator.score computes with its model; gen_agreement when an
+    nlp with a bert_textcat is given. Missing inputs give None, never an error."""
+    examples = list(examples)
+    scores: Dict[str, Any] = {key: None for key in SCORE_KEYS}
+    if lm_stats:
+        nll = sum(s[0] for s in lm_stats)
+        n_tokens = sum(s[1] for s in lm_stats)
+        n_chars = sum(s[2] for s in lm_stats)
+        if n_tokens:
+            scores["gen_ppl"] = math.exp(min(nll / n_tokens, 700.0))
+        if n_chars:
+            scores["gen_loss_per_char"] = nll / n_chars
+            scores["gen_bpc"] = nll / n_chars / math.log(2)
+            scores["gen_score"] = math.exp(-nll / n_chars)
+    if nlp is not None:
+        scores["gen_agreement"] = generation_agreement(nlp, [eg.predicted for eg in examples], textcat)
+    return scores
+
+
+def find_textcat(nlp: Language) -> Optional[str]:
+    for name in nlp.pipe_names:
+        if nlp.get_pipe_meta(name).factory == "bert_textcat":
+            return name
+    return None
+
+
+def generation_agreement(nlp: Language, docs: Iterable[Doc], textcat: Optional[str] = None) -> Optional[float]:
+    """Share of generations that `textcat` (default: the first bert_textcat)
+    classifies as the label asked for, i.e. the top class of the doc's cats
+    when it was generated. None when there is no textcat or nothing to judge."""
+    textcat = textcat or find_textcat(nlp)
+    if textcat is None:
+        return None
+    asked, texts = [], []
+    for doc in docs:
+        label = top_label(doc.cats)
+        for text in doc._.generations or []:
+            if label:
+                asked.append(label)
+                texts.append(text)
+    if not texts:
+        return None
+    # Run only the components up to the textcat (e.g. its encoder), never the generator.
+    upto = nlp.pipe_names[: nlp.pipe_names.index(textcat) + 1]
+    with nlp.select_pipes(enable=upto):
+        judged = [top_label(doc.cats) for doc in nlp.pipe(texts)]
+    return sum(a == j for a, j in zip(asked, judged)) / len(texts)
+
+
+# ---------------------------------------------------------------------------
+# Settings checks (construction time, so errors never surface mid-pipe)
+# ---------------------------------------------------------------------------
+
+
+def check_settings(s: GenerationSettings, on_long_prompt: str, mode: str) -> None:
+    def bad(setting, value, why):
+        raise ValueError(Errors.E204.format(setting=setting, value=value, why=why))
+
+    if mode not in MODES:
+        raise ValueError(Errors.E206.format(mode=mode))
+    if s.num_return_sequences < 1:
+        bad("num_return_sequences", s.num_return_sequences, "it must be at least 1.")
+    if s.num_return_sequences > 1 and not s.do_sample:
+        raise ValueError(Errors.E201.format(n=s.num_return_sequences))
+    if s.max_new_tokens < 1:
+        bad("max_new_tokens", s.max_new_tokens, "it must be at least 1.")
+    if s.temperature <= 0:
+        bad("temperature", s.temperature, "it must be > 0; use do_sample = false for greedy decoding.")
+    if s.top_k < 0:
+        bad("top_k", s.top_k, "it must be >= 0 (0 turns top-k filtering off).")
+    if not 0.0 < s.top_p <= 1.0:
+        bad("top_p", s.top_p, "it must lie in (0, 1] (1.0 turns nucleus sampling off).")
+    if s.repetition_penalty <= 0:
+        bad("repetition_penalty", s.repetition_penalty, "it must be > 0 (1.0 means no penalty).")
+    if not s.do_sample:
+        for name, value, neutral in (("temperature", s.temperature, 1.0), ("top_k", s.top_k, 0),
+                                     ("top_p", s.top_p, 1.0)):
+            if value != neutral:
+                bad(name, value, f"it only affects sampling, but do_sample = false. Set do_sample = "
+                                 f"true, or leave {name} at {neutral}.")
+    if s.seed is not None and (not isinstance(s.seed, int) or s.seed < 0):
+        bad("seed", s.seed, "give a non-negative integer, or null for unseeded sampling.")
+    if any(not isinstance(x, str) or not x for x in s.stop):
+        bad("stop", s.stop, "stop strings must be non-empty strings.")
+    if on_long_prompt not in ("truncate", "error"):
+        bad("on_long_prompt", on_long_prompt, 'use "truncate" or "error".')
+
+
+# ---------------------------------------------------------------------------
+# The component
+# ---------------------------------------------------------------------------
+
+
+class GPTGenerator(TrainablePipe):
+    def __init__(
+        self, vocab: Vocab, model: Model, name: str = "gpt_generator", *, nlp: Optional[Language] = None,
+        prompt: Union[str, PromptFunc] = "{text}", mode: str = "lm",
+        settings: Optional[GenerationSettings] = None, on_long_prompt: str = "truncate",
+        completion_attr: str = "completion", scorer: Optional[Callable] = generator_score,
+    ) -> None:
+        self.vocab = vocab
+        self.model = model
+        self.name = name
+        self.scorer = scorer
+        self.settings = settings or GenerationSettings()
+        check_settings(self.settings, on_long_prompt, mode)
+        self.prompt = as_prompt(prompt)  # E202 for unknown template fields
+        self.mode = mode
+        self.on_long_prompt = on_long_prompt
+        self.completion_attr = completion_attr
+        self._nlp = weakref.ref(nlp) if nlp is not None else (lambda: None)
+        # Settings come from the config, so nothing here needs saving; cfg stays
+        # empty so a saved cfg never overrides settings given at spacy.load.
+        self.cfg: Dict[str, Any] = {}
+
+    @property
+    def lm(self) -> Model:
+        return lm_model.find_causal_lm(self.model)
+
+    # -- prediction --------------------------------------------------------
+    def predict(self, docs: Iterable[Doc]) -> List[List[str]]:
+        """One padded generate call for the batch -> generations per doc."""
+        docs = list(docs)
+        for doc in docs:
+            if not isinstance(doc, Doc):
+                raise TypeError(Errors.E101.format(type=type(doc).__name__))
+        if not docs:
+            return []
+        self._check_ready()
+        prompts = self.prompt_ids(docs)
+        # Longest first: a caller's slice of sorted prompts pads little, and the
+        # order is undone below.
+        order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+        generated = lm_model.generate_texts(self.lm, [prompts[i] for i in order], self.settings)
+        result: List[List[str]] = [[] for _ in docs]
+        for j, i in enumerate(order):
+            result[i] = generated[j]
+        return result
+
+    def prompt_ids(self, docs: Sequence[Doc]) -> List[List[int]]:
+        """[BOS] + prompt tokens per doc, fitted into the context (see on_long_prompt)."""
+        bos, _, _ = lm_model.special_ids(self.lm)
+        ids = [[bos] + p for p in lm_model.encode(self.lm, [self.prompt(doc) for doc in docs])]
+        room = self._prompt_room()
+        warned = False
+        for i, p in enumerate(ids):
+            if len(p) <= room:
+                continue
+            info = dict(index=i, n_tokens=len(p), max_tokens=room + self.settings.max_new_tokens,
+                        max_new_tokens=self.settings.max_new_tokens)
+            if self.on_long_prompt == "error":
+                raise ValueError(Errors.E203.format(**info))
+            if not warned:  # one warning per batch is enough to notice
+                warn(Warnings.W001.format(kept=room, **info))
+                warned = True
+            ids[i] = p[-room:]  # keep the end: it is what the continuation follows
+        return ids
+
+    def _prompt_room(self) -> int:
+        room = lm_model.context_size(self.lm) - self.settings.max_new_tokens
+        if room < 1:
+            raise ValueError(Errors.E204.format(
+                setting="max_new_tokens", value=self.settings.max_new_tokens,
+                why=f"it must be smaller than the model's context of {lm_model.context_size(self.lm)} tokens."))
+        return room
+
+    def set_annotations(self, docs: Iterable[Doc], generations: List[List[str]]) -> None:
+        for doc, texts in zip(docs, generations):
+            doc._.generations = list(texts)
+            doc._.generation = texts[0] if texts else ""
+
+    def _check_ready(self) -> None:
+        if not lm_model.is_ready(self.lm):
+            raise ValueError(Errors.E009.format(name=self.name))
+
+    # -- training ----------------------------------------------------------
+    def update(
+        self, examples: Iterable[Example], *, drop: float = 0.0,
+        sgd: Optional[Optimizer] = None, losses: Optional[Dict[str, float]] = None,
+    ) -> Dict[str, float]:
+        if losses is None:
+            losses = {}
+        losses.setdefault(self.name, 0.0)
+        examples = list(examples)
+        validate_examples(examples, "GPTGenerator.update")
+        self._check_ready()
+        rows = self.training_rows(examples, shuffle=True)
+        if not rows.input_ids:
+            return losses
+        set_dropout_rate(self.model, drop)
+        nll, backprop = self.model.begin_update(rows)
+        loss, d_nll = self.get_loss(examples, (nll, rows))
+        backprop(d_nll)
+        if sgd is not None:
+            self.finish_update(sgd)
+        losses[self.name] += loss
+        return losses
+
+    def get_loss(self, examples: Iterable[Example], scores: Tuple[Any, Rows]) -> Tuple[float, Any]:
+        """Mean NLL per target token and its gradient w.r.t. the per-row NLL sums
+        (the model's output): d(sum / N) / d(row sum) = 1 / N for every row."""
+        nll, rows = scores
+        n_targets = max(sum(sum(t != -100 for t in row) for row in rows.targets), 1)
+        d_nll = self.model.ops.alloc1f(len(rows.input_ids)) + 1.0 / n_targets
+        return float(nll.sum()) / n_targets, d_nll
+
+    def training_rows(self, examples: List[Example], shuffle: bool) -> Rows:
+        """LM mode: docs packed into full context blocks (a random offset when
+        shuffling, so block boundaries change between epochs). Prompt mode: one
+        [BOS] prompt completion [EOS] sequence per example, prompt masked."""
+        lm = self.lm
+        if self.mode == "lm":
+            ids = lm_model.encode(lm, [eg.reference.text for eg in examples])
+            shift = random.randrange(lm_model.context_size(lm)) if shuffle else 0
+            return lm_model.packed_rows(lm, ids, shift)
+        prompts, completions = self._prompt_pairs(examples)
+        return lm_model.sequence_rows(lm, lm_model.encode(lm, prompts), lm_model.encode(lm, completions), True)
+
+    def _prompt_pairs(self, examples: List[Example]) -> Tuple[List[str], List[str]]:
+        prompts, completions = [], []
+        for i, eg in enumerate(examples):
+            prompts.append(self.prompt(eg.reference))
+            completions.append(self._completion(eg.reference, i))
+        return prompts, completions
+
+    def _completion(self, doc: Doc, index: int) -> str:
+        """doc._.<completion_attr> if set, else the Doc text when the prompt does not use it."""
+        value = doc._.get(self.completion_attr) if Doc.has_extension(self.completion_attr) else None
+        if value:
+            return str(value)
+        if uses_text(self.prompt):
+            raise ValueError(Errors.E207.format(attr=self.completion_attr, index=index))
+        return doc.text
+
+    def initialize(self, get_examples: Callable[[], Iterable[Example]], *, nlp: Optional[Language] = None) -> None:
+        """Load (pretrained) or build (scratch: tokenizer trained on the
+        training texts) the model, and check settings against its context."""
+        validate_get_examples(get_examples, "GPTGenerator.initialize")
+        examples = list(islice(get_examples(), None))
+        if nlp is not None:
+            self._nlp = weakref.ref(nlp)
+        if self.mode == "prompt":
+            prompts, completions = self._prompt_pairs(examples)  # E207 now rather than mid-training
+            texts = [p + c for p, c in zip(prompts, completions)]
+        else:
+            texts = [eg.reference.text for eg in examples]
+        self.model.initialize(X=texts)
+        self._prompt_room()
+
+    # -- scoring -----------------------------------------------------------
+    def score(self, examples: Iterable[Example], **kwargs) -> Dict[str, Any]:
+        examples = list(examples)
+        validate_examples(examples, "GPTGenerator.score")
+        kwargs.setdefault("lm_stats", self.lm_stats(examples))
+        kwargs.setdefault("nlp", self._nlp())
+        return self.scorer(examples, **kwargs)
+
+    def lm_stats(self, examples: List[Example]) -> List[Tuple[float, int, int]]:
+        """(NLL in nats, predicted tokens, characters) per example, no gradient.
+        LM mode: [BOS] text, every text token predicted, per char of the text.
+        Prompt mode: the completion and its EOS given the prompt, per char of the completion."""
+        self._check_ready()
+        lm = self.lm
+        if self.mode == "lm":
+            targets = [eg.reference.text for eg in examples]
+            prompts_ids = [[] for _ in examples]
+            rows = lm_model.sequence_rows(lm, prompts_ids, lm_model.encode(lm, targets), add_eos=False)
+        else:
+            prompts, targets = self._prompt_pairs(examples)
+            rows = lm_model.sequence_rows(lm, lm_model.encode(lm, prompts), lm_model.encode(lm, targets), True)
+        nll = numpy.zeros((len(examples),), dtype="float64")
+        n_tokens = numpy.zeros((len(examples),), dtype="int64")
+        # Similar lengths together: less padding per forward.
+        order = sorted(range(len(rows.input_ids)), key=lambda k: len(rows.input_ids[k]))
+        for start in range(0, len(order), EVAL_BATCH_ROWS):
+            chunk = Rows()
+            for k in order[start : start + EVAL_BATCH_ROWS]:
+                chunk.add(rows.input_ids[k], rows.targets[k], rows.source[k])
+            row_nll = self.model.ops.to_numpy(self.model.predict(chunk))
+            for src, value, tgt in zip(chunk.source, row_nll, chunk.targets):
+                nll[src] += float(value)
+                n_tokens[src] += sum(t != -100 for t in tgt)
+        return [(float(nll[i]), int(n_tokens[i]), len(targets[i])) for i in range(len(examples))]
+
+    # -- serialization -----------------------------------------------------
+    def to_disk(self, path, *, exclude=tuple()):
+        save_component(self, path, exclude)
+
+    def from_disk(self, path, *, exclude=tuple()):
+        return load_component(self, path, exclude)
+
+    def to_bytes(self, *, exclude=tuple()):
+        return component_to_bytes(self, exclude)
+
+    def from_bytes(self, bytes_data, *, exclude=tuple()):
+        return component_from_bytes(self, bytes_data, exclude)

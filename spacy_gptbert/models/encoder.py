@@ -1,0 +1,381 @@
+"""Thinc side of the encoder: Docs -> wordpiece windows -> torch -> EncoderOutput.
+
+This is the single torch <-> thinc crossing for the encoder. It reuses thinc's
+PyTorchWrapper forward and PyTorchShim (devices, mixed precision, grad scaling)
+and only supplies the two converters. Alignment between wordpieces and spaCy
+tokens comes from the fast tokenizer itself (`word_ids` with pre-split words),
+so no character-offset matching is needed.
+"""
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy
+from spacy.tokens import Doc
+from thinc.api import ArgsKwargs, Model, PyTorchGradScaler, PyTorchShim, Ragged, torch2xp, xp2torch
+from thinc.layers.pytorchwrapper import forward as pytorch_forward
+from thinc.types import Floats2d
+
+from ..errors import Errors
+from .hf_loading import load_pretrained
+
+WINDOW_MARGIN = 2  # room for the special tokens around each window ([CLS] ... [SEP])
+
+
+@dataclass
+class EncoderOutput:
+    """Encoder outputs for a batch of docs.
+
+    tokens: one row per spaCy token (mean of its wordpieces), lengths = doc lengths.
+    cls: (n_docs, width) first-token vector, averaged over a doc's windows.
+    mean: (n_docs, width) mean over all positions of each window, averaged over
+        windows (for a one-window doc this is sentence-transformers' mean pooling).
+    wordpieces: optional (n_wordpieces, width) rows, lengths = wordpieces per doc.
+    """
+
+    tokens: Ragged
+    cls: Floats2d
+    mean: Floats2d
+    wordpieces: Optional[Ragged] = None
+
+    def doc_tokens(self) -> List[Floats2d]:
+        return _split(self.tokens)
+
+    def doc_wordpieces(self) -> List[Floats2d]:
+        return _split(self.wordpieces) if self.wordpieces is not None else []
+
+    @property
+    def width(self) -> int:
+        return self.cls.shape[1]
+
+
+def _split(ragged: Ragged) -> List[Floats2d]:
+    lengths = ragged.lengths.tolist() if hasattr(ragged.lengths, "tolist") else list(ragged.lengths)
+    out, start = [], 0
+    for n in lengths:
+        out.append(ragged.dataXd[start : start + n])
+        start += n
+    return out
+
+
+def Encoder(
+    name: str,
+    window: int = 256,
+    stride: int = 192,
+    max_batch_tokens: int = 1024,
+    mixed_precision: bool = False,
+    grad_scaler_config: Optional[Dict[str, Any]] = None,
+    trust_remote_code: bool = False,
+    freeze_embeddings: bool = False,
+) -> Model[List[Doc], EncoderOutput]:
+    """A BERT-family encoder (AutoModel) over strided windows -> EncoderOutput."""
+    return _windowed_model(
+        "spacy-gptbert.Encoder", "encoder", convert_outputs, name, window, stride, max_batch_tokens,
+        mixed_precision, grad_scaler_config, trust_remote_code, freeze_embeddings, return_wordpieces=False,
+    )
+
+
+def HFSequenceClassifier(
+    name: str,
+    window: int = 256,
+    stride: int = 192,
+    max_batch_tokens: int = 1024,
+    mixed_precision: bool = False,
+    grad_scaler_config: Optional[Dict[str, Any]] = None,
+    trust_remote_code: bool = False,
+    freeze_embeddings: bool = False,
+) -> Model[List[Doc], Floats2d]:
+    """An already fine-tuned AutoModelForSequenceClassification -> logits (n_docs, n_labels).
+    Its id2label is kept in attrs["labels"] once initialized."""
+    return _windowed_model(
+        "spacy-gptbert.HFSequenceClassifier", "seq_cls", convert_logits, name, window, stride,
+        max_batch_tokens, mixed_precision, grad_scaler_config, trust_remote_code, freeze_embeddings,
+        labels=None,
+    )
+
+
+def _windowed_model(
+    model_name, kind, convert_out, name, window, stride, max_batch_tokens,
+    mixed_precision, grad_scaler_config, trust_remote_code, freeze_embeddings, **extra_attrs,
+) -> Model:
+    if not (0 < stride <= window):
+        raise ValueError(Errors.E102.format(window=window, stride=stride, max_window="n_positions - 2"))
+    return Model(
+        model_name,
+        pytorch_forward,
+        init=init_windowed_model,
+        dims={"nO": None},
+        attrs={
+            "name": name,
+            "kind": kind,
+            "window": window,
+            "stride": stride,
+            "max_batch_tokens": max_batch_tokens,
+            "mixed_precision": mixed_precision,
+            "grad_scaler_config": dict(grad_scaler_config or {}),
+            "trust_remote_code": trust_remote_code,
+            "freeze_embeddings": freeze_embeddings,
+            "convert_inputs": convert_inputs,
+            "convert_outputs": convert_out,
+            "tokenizer": None,
+            # serialization hooks (pipeline/serialization.py)
+            "hf_parts": get_hf_parts,
+            "hf_load": load_into,
+            **extra_attrs,
+        },
+    )
+
+
+AUTO_CLASSES = {"encoder": "AutoModel", "seq_cls": "AutoModelForSequenceClassification"}
+
+
+def is_windowed_model(node: Model) -> bool:
+    return "kind" in node.attrs and node.attrs.get("convert_inputs") is convert_inputs
+
+
+def init_windowed_model(model: Model, X=None, Y=None) -> None:
+    """Load the pretrained weights (never in the constructor)."""
+    if model.shims:
+        return
+    load_into(model, model.attrs["name"])
+
+
+def load_into(model: Model, name_or_path) -> None:
+    kind = model.attrs["kind"]
+    hf_model, tokenizer, _ = load_pretrained(
+        name_or_path, AUTO_CLASSES[kind], trust_remote_code=model.attrs["trust_remote_code"], expect=kind
+    )
+    attach_transformer(model, hf_model, tokenizer)
+
+
+def attach_transformer(model: Model, hf_model, tokenizer) -> None:
+    """Wrap a loaded Hugging Face model in a PyTorchShim on thinc's device."""
+    from .torch_encoder import WindowedClassifier, WindowedEncoder
+
+    config = hf_model.config
+    max_window = int(getattr(config, "max_position_embeddings", 512)) - WINDOW_MARGIN
+    window, stride = model.attrs["window"], model.attrs["stride"]
+    if not (0 < stride <= window <= max_window):
+        raise ValueError(Errors.E102.format(window=window, stride=stride, max_window=max_window))
+    if model.attrs["kind"] == "seq_cls":
+        module = WindowedClassifier(hf_model)
+        model.attrs["labels"] = [config.id2label[i] for i in range(config.num_labels)]
+        model.attrs["problem_type"] = config.problem_type
+        width = config.num_labels
+    else:
+        if getattr(hf_model, "pooler", None) is not None:
+            hf_model.pooler = None  # unused: we pool ourselves; saves compute and memory
+        module = WindowedEncoder(hf_model)
+        width = config.hidden_size
+    if model.attrs["freeze_embeddings"]:
+        # The word-embedding matrix is about half of a small BERT's weights;
+        # not updating it saves optimizer time with little loss in accuracy.
+        hf_model.get_input_embeddings().weight.requires_grad_(False)
+    shim = PyTorchShim(
+        module,
+        mixed_precision=model.attrs["mixed_precision"],
+        grad_scaler=PyTorchGradScaler(**model.attrs["grad_scaler_config"]),
+    )
+    model.shims[:] = [shim]
+    model.attrs["tokenizer"] = tokenizer
+    model.set_dim("nO", int(width), force=True)
+
+
+def get_hf_parts(model: Model):
+    """(hf_model, tokenizer) of an initialized windowed model node, or (None, None)."""
+    if not model.shims:
+        return None, None
+    module = model.shims[0]._model
+    return getattr(module, "transformer", None) or module.classifier, model.attrs["tokenizer"]
+
+
+# ---------------------------------------------------------------------------
+# Input conversion: docs -> windows -> index tensors
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class WindowPlan:
+    """Integer layout of one batch, built with numpy on the CPU."""
+
+    chunks: List[Tuple[numpy.ndarray, numpy.ndarray]]
+    index: Dict[str, numpy.ndarray]
+    n_wordpieces: int
+    n_tokens: int
+    n_docs: int
+    wp_lengths: List[int]
+
+
+def tokenize_docs(tokenizer, docs: Sequence[Doc]) -> List[Tuple[List[int], List[Optional[int]]]]:
+    """Wordpiece ids and the spaCy token index of each wordpiece, per doc."""
+    words = [[t.text for t in doc] for doc in docs]
+    nonempty = [i for i, w in enumerate(words) if w]
+    result: List[Tuple[List[int], List[Optional[int]]]] = [([], []) for _ in docs]
+    if not nonempty:
+        return result
+    enc = tokenizer(
+        [words[i] for i in nonempty],
+        is_split_into_words=True,
+        add_special_tokens=False,
+        truncation=False,
+        return_attention_mask=False,
+        return_token_type_ids=False,
+        verbose=False,
+    )
+    for j, i in enumerate(nonempty):
+        result[i] = (enc["input_ids"][j], enc.word_ids(j))
+    return result
+
+
+def window_starts(n: int, window: int, stride: int) -> List[int]:
+    """Start offsets of strided windows covering n wordpieces (at least one)."""
+    if n <= window:
+        return [0]
+    starts = list(range(0, n - window + 1, stride))
+    if starts[-1] + window < n:
+        starts.append(n - window)
+    return starts
+
+
+def plan_windows(tokenizer, docs: Sequence[Doc], window: int, stride: int, max_batch_tokens: int) -> WindowPlan:
+    prefix = [tokenizer.cls_token_id] if tokenizer.cls_token_id is not None else []
+    suffix = [tokenizer.sep_token_id] if tokenizer.sep_token_id is not None else []
+    pad_id = tokenizer.pad_token_id or 0
+    pieces = tokenize_docs(tokenizer, docs)
+    # Every window of every doc: (doc index, start, end)
+    windows: List[Tuple[int, int, int]] = []
+    wp_lengths = [len(ids) for ids, _ in pieces]
+    n_windows_doc = []
+    for d, n in enumerate(wp_lengths):
+        starts = window_starts(n, window, stride)
+        n_windows_doc.append(len(starts))
+        windows.extend((d, s, min(s + window, n)) for s in starts)
+    wp_offsets = numpy.concatenate([[0], numpy.cumsum(wp_lengths)]).astype("int64")
+    n_wordpieces = int(wp_offsets[-1])
+    # How many windows cover each wordpiece, to average overlapping outputs.
+    coverage = numpy.zeros((n_wordpieces,), dtype="float32")
+    for d, s, e in windows:
+        coverage[wp_offsets[d] + s : wp_offsets[d] + e] += 1
+    # Longest first, so each chunk pads to its own first (longest) window.
+    order = sorted(range(len(windows)), key=lambda k: windows[k][1] - windows[k][2])
+    extra = len(prefix) + len(suffix)
+    chunks, chunk = [], []
+    for k in order:
+        length = windows[k][2] - windows[k][1] + extra
+        if chunk and (len(chunk) + 1) * (windows[chunk[0]][2] - windows[chunk[0]][1] + extra) > max_batch_tokens:
+            chunks.append(chunk)
+            chunk = []
+        chunk.append(k)
+    if chunk:
+        chunks.append(chunk)
+    pos_window, pos_scale, content_pos, content_wp, content_scale = [], [], [], [], []
+    window_doc, window_scale, arrays = [], [], []
+    offset = 0
+    wid = 0
+    for chunk in chunks:
+        max_len = windows[chunk[0]][2] - windows[chunk[0]][1] + extra
+        ids = numpy.full((len(chunk), max_len), pad_id, dtype="int64")
+        mask = numpy.zeros((len(chunk), max_len), dtype="int64")
+        for row, k in enumerate(chunk):
+            d, s, e = windows[k]
+            seq = prefix + list(pieces[d][0][s:e]) + suffix
+            ids[row, : len(seq)] = seq
+            mask[row, : len(seq)] = 1
+            pos_window.append(numpy.full((len(seq),), wid, dtype="int64"))
+            pos_scale.append(numpy.full((len(seq),), 1.0 / len(seq), dtype="float32"))
+            wp = numpy.arange(wp_offsets[d] + s, wp_offsets[d] + e, dtype="int64")
+            content_pos.append(numpy.arange(offset + len(prefix), offset + len(prefix) + (e - s), dtype="int64"))
+            content_wp.append(wp)
+            content_scale.append(1.0 / coverage[wp])
+            window_doc.append(d)
+            window_scale.append(1.0 / n_windows_doc[d])
+            offset += len(seq)
+            wid += 1
+        arrays.append((ids, mask))
+    n_tokens_doc = [len(doc) for doc in docs]
+    tok_offsets = numpy.concatenate([[0], numpy.cumsum(n_tokens_doc)]).astype("int64")
+    n_tokens = int(tok_offsets[-1])
+    wp_token = numpy.full((n_wordpieces,), n_tokens, dtype="int64")
+    for d, (_, word_ids) in enumerate(pieces):
+        if word_ids:
+            w = numpy.array([-1 if x is None else x for x in word_ids], dtype="int64")
+            ok = w >= 0
+            wp_token[wp_offsets[d] : wp_offsets[d + 1]][ok] = w[ok] + tok_offsets[d]
+    counts = numpy.bincount(wp_token, minlength=n_tokens + 1).astype("float32")
+    wp_token_scale = numpy.where(wp_token < n_tokens, 1.0 / numpy.maximum(counts[wp_token], 1), 0.0)
+    cat = lambda xs, dtype: numpy.concatenate(xs).astype(dtype) if xs else numpy.zeros((0,), dtype=dtype)
+    index = {
+        "pos_window": cat(pos_window, "int64"),
+        "pos_scale": cat(pos_scale, "float32"),
+        "content_pos": cat(content_pos, "int64"),
+        "content_wp": cat(content_wp, "int64"),
+        "content_scale": cat(content_scale, "float32"),
+        "wp_token": wp_token,
+        "wp_token_scale": wp_token_scale.astype("float32"),
+        "window_doc": numpy.asarray(window_doc, dtype="int64"),
+        "window_scale": numpy.asarray(window_scale, dtype="float32"),
+    }
+    return WindowPlan(arrays, index, n_wordpieces, n_tokens, len(docs), wp_lengths)
+
+
+def convert_inputs(model: Model, docs: List[Doc], is_train: bool):
+    import torch
+
+    for doc in docs:
+        if not isinstance(doc, Doc):
+            raise TypeError(Errors.E101.format(type=type(doc).__name__))
+    tokenizer = model.attrs["tokenizer"]
+    if tokenizer is None:
+        raise ValueError(Errors.E009.format(name=model.attrs["name"]))
+    plan = plan_windows(
+        tokenizer, docs, model.attrs["window"], model.attrs["stride"], model.attrs["max_batch_tokens"]
+    )
+    device = model.shims[0].device
+    to_torch = lambda a: torch.from_numpy(a).to(device)
+    kwargs = {key: to_torch(value) for key, value in plan.index.items()}
+    kwargs["chunks"] = [(to_torch(ids), to_torch(mask)) for ids, mask in plan.chunks]
+    kwargs.update(
+        n_wordpieces=plan.n_wordpieces,
+        n_tokens=plan.n_tokens,
+        n_docs=plan.n_docs,
+        return_wordpieces=model.attrs.get("return_wordpieces", False),
+    )
+    model.attrs["_wp_lengths"] = plan.wp_lengths  # read once by convert_outputs
+    return ArgsKwargs(args=(), kwargs=kwargs), lambda d_inputs: []
+
+
+def convert_outputs(model: Model, inputs_outputs, is_train: bool):
+    docs, outputs = inputs_outputs
+    xp = model.ops.xp
+    lengths = xp.asarray([len(doc) for doc in docs], dtype="int32")
+    tokens, cls, mean = (torch2xp(t, ops=model.ops) for t in outputs[:3])
+    wp_lengths = model.attrs.pop("_wp_lengths", None)
+    wordpieces = None
+    if len(outputs) > 3:
+        wp_lengths = xp.asarray(wp_lengths, dtype="int32")
+        wordpieces = Ragged(torch2xp(outputs[3], ops=model.ops), wp_lengths)
+    result = EncoderOutput(Ragged(tokens, lengths), cls, mean, wordpieces)
+
+    def backprop(d_output: EncoderOutput) -> ArgsKwargs:
+        pairs = [
+            (outputs[0], d_output.tokens.dataXd if d_output.tokens is not None else None),
+            (outputs[1], d_output.cls),
+            (outputs[2], d_output.mean),
+        ]
+        tensors, grads = [], []
+        for tensor, grad in pairs:
+            if grad is not None:
+                tensors.append(tensor)
+                grads.append(xp2torch(grad, device=tensor.device))
+        return ArgsKwargs(args=(tensors,), kwargs={"grad_tensors": grads})
+
+    return result, backprop
+
+
+def convert_logits(model: Model, inputs_outputs, is_train: bool):
+    _, logits = inputs_outputs
+    model.attrs.pop("_wp_lengths", None)
+
+    def backprop(d_logits: Floats2d) -> ArgsKwargs:
+        return ArgsKwargs(args=([logits],), kwargs={"grad_tensors": [xp2torch(d_logits, device=logits.device)]})
+
+    return torch2xp(logits, ops=model.ops), backprop

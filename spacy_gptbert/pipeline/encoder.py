@@ -1,0 +1,195 @@
+"""bert_encoder: a shared BERT-family encoder. Sets doc.tensor (one row per
+token), pooled doc vectors and vector/similarity hooks; feeds downstream
+components through EncoderListener layers."""
+from itertools import islice
+from typing import Callable, Dict, Iterable, List, Optional, Sequence
+
+from spacy.language import Language
+from spacy.pipeline import TrainablePipe
+from spacy.tokens import Doc
+from spacy.training import Example, validate_examples, validate_get_examples
+from spacy.vocab import Vocab
+from thinc.api import Config, Model, Optimizer, Ragged, set_dropout_rate
+
+from ..errors import Errors
+from ..models.encoder import EncoderOutput, is_windowed_model
+from ..models.listener import EncoderListener
+from ..models.pooling import check_pooling
+from . import hooks
+from .serialization import component_from_bytes, component_to_bytes, load_component, save_component
+
+DEFAULT_ENCODER_MODEL = """
+[model]
+@architectures = "spacy-gptbert.Encoder.v1"
+name = "sentence-transformers/all-MiniLM-L6-v2"
+window = 256
+stride = 192
+max_batch_tokens = 1024
+mixed_precision = false
+grad_scaler_config = {}
+trust_remote_code = false
+freeze_embeddings = false
+"""
+DEFAULT_CONFIG = Config().from_str(DEFAULT_ENCODER_MODEL)
+
+hooks.register_extensions()
+
+
+@Language.factory(
+    "bert_encoder",
+    assigns=["doc.tensor", "doc._.bert_pooled"],
+    default_config={
+        "model": DEFAULT_CONFIG["model"],
+        "doc_pooling": "mean",
+        "store_wordpieces": False,
+    },
+)
+def make_bert_encoder(nlp: Language, name: str, model: Model, doc_pooling: str, store_wordpieces: bool):
+    """doc_pooling: "mean" or "cls", what doc.vector / span similarity use.
+    store_wordpieces: also keep the wordpiece outputs in doc._.bert_wordpieces
+    (memory-heavy; off by default)."""
+    return BertEncoder(nlp.vocab, model, name, doc_pooling=doc_pooling, store_wordpieces=store_wordpieces)
+
+
+class BertEncoder(TrainablePipe):
+    def __init__(
+        self, vocab: Vocab, model: Model, name: str = "bert_encoder", *,
+        doc_pooling: str = "mean", store_wordpieces: bool = False,
+    ) -> None:
+        self.vocab = vocab
+        self.model = model
+        self.name = name
+        self.listener_map: Dict[str, List[EncoderListener]] = {}
+        self.cfg = {"doc_pooling": check_pooling(doc_pooling), "store_wordpieces": store_wordpieces}
+        for node in model.walk():
+            if is_windowed_model(node):
+                node.attrs["return_wordpieces"] = store_wordpieces
+
+    # -- listeners (the same protocol as spaCy's Tok2Vec) --------------------
+    @property
+    def listeners(self) -> List[EncoderListener]:
+        return [m for c in self.listening_components for m in self.listener_map[c]]
+
+    @property
+    def listening_components(self) -> List[str]:
+        return list(self.listener_map.keys())
+
+    def add_listener(self, listener: EncoderListener, component_name: str) -> None:
+        self.listener_map.setdefault(component_name, [])
+        if listener not in self.listener_map[component_name]:
+            self.listener_map[component_name].append(listener)
+        if self.model.has_dim("nO") and self.model.get_dim("nO") is not None:
+            listener.set_dim("nO", self.model.get_dim("nO"), force=True)
+
+    def remove_listener(self, listener: EncoderListener, component_name: str) -> bool:
+        if listener in self.listener_map.get(component_name, []):
+            self.listener_map[component_name].remove(listener)
+            if not self.listener_map[component_name]:
+                del self.listener_map[component_name]
+            return True
+        return False
+
+    def find_listeners(self, component) -> None:
+        names = ("*", self.name)
+        if isinstance(getattr(component, "model", None), Model):
+            for node in component.model.walk():
+                if isinstance(node, EncoderListener) and node.upstream_name in names:
+                    self.add_listener(node, component.name)
+
+    # -- prediction ------------------------------------------------------------
+    def predict(self, docs: Iterable[Doc]) -> EncoderOutput:
+        docs = list(docs)
+        for doc in docs:
+            if not isinstance(doc, Doc):
+                raise TypeError(Errors.E101.format(type=type(doc).__name__))
+        return self.model.predict(docs)
+
+    def set_annotations(self, docs: Sequence[Doc], outputs: EncoderOutput) -> None:
+        pooled = self.cfg["doc_pooling"]
+        wordpieces = outputs.doc_wordpieces()
+        for i, (doc, tokvecs) in enumerate(zip(docs, outputs.doc_tokens())):
+            # Copies, so one kept Doc does not pin the whole batch's arrays.
+            doc.tensor = tokvecs.copy()
+            doc._.bert_pooled = {"cls": outputs.cls[i].copy(), "mean": outputs.mean[i].copy(), "doc": pooled}
+            if wordpieces:
+                doc._.bert_wordpieces = wordpieces[i].copy()
+            hooks.install(doc)
+
+    # -- training ----------------------------------------------------------
+    def update(
+        self, examples: Iterable[Example], *, drop: float = 0.0,
+        sgd: Optional[Optimizer] = None, losses: Optional[Dict[str, float]] = None,
+    ) -> Dict[str, float]:
+        if losses is None:
+            losses = {}
+        examples = list(examples)
+        validate_examples(examples, "BertEncoder.update")
+        losses.setdefault(self.name, 0.0)
+        docs = [eg.predicted for eg in examples]
+        if not self.listeners:
+            return losses  # nothing downstream to learn from
+        set_dropout_rate(self.model, drop)
+        outputs, backprop_encoder = self.model.begin_update(docs)
+        ops = self.model.ops
+        d_outputs = EncoderOutput(
+            Ragged(ops.alloc2f(*outputs.tokens.dataXd.shape), outputs.tokens.lengths),
+            ops.alloc2f(*outputs.cls.shape),
+            ops.alloc2f(*outputs.mean.shape),
+        )
+
+        def accumulate_gradient(d_part: EncoderOutput) -> None:
+            # Listeners send sparse gradients: only the field they used is set.
+            for field in ("cls", "mean"):
+                grad = getattr(d_part, field)
+                if grad is not None:
+                    getattr(d_outputs, field)[...] += grad
+                    losses[self.name] += float((grad ** 2).sum())
+            if d_part.tokens is not None:
+                d_outputs.tokens.dataXd[...] += d_part.tokens.dataXd
+                losses[self.name] += float((d_part.tokens.dataXd ** 2).sum())
+
+        def backprop(d_part: EncoderOutput):
+            accumulate_gradient(d_part)
+            backprop_encoder(d_outputs)
+            if sgd is not None:
+                self.finish_update(sgd)
+            return []
+
+        batch_id = EncoderListener.get_batch_id(docs)
+        for listener in self.listeners[:-1]:
+            listener.receive(batch_id, outputs, accumulate_gradient)
+        self.listeners[-1].receive(batch_id, outputs, backprop)
+        return losses
+
+    def get_loss(self, examples, scores) -> None:
+        return None  # the encoder learns only from its listeners' losses
+
+    def initialize(self, get_examples: Callable[[], Iterable[Example]], *, nlp: Optional[Language] = None):
+        validate_get_examples(get_examples, "BertEncoder.initialize")
+        sample = [eg.x for eg in islice(get_examples(), 10)]
+        if not sample:
+            raise ValueError(Errors.E109.format(name=self.name))
+        self.model.initialize(X=sample)
+        self._after_load()
+
+    def _after_load(self) -> None:
+        """Tell listeners the encoder's width, once it is known."""
+        width = self.model.get_dim("nO")
+        for listener in self.listeners:
+            listener.set_dim("nO", width, force=True)
+
+    def add_label(self, label):
+        raise NotImplementedError
+
+    # -- serialization ---------------------------------------------------------
+    def to_disk(self, path, *, exclude=tuple()):
+        save_component(self, path, exclude)
+
+    def from_disk(self, path, *, exclude=tuple()):
+        return load_component(self, path, exclude)
+
+    def to_bytes(self, *, exclude=tuple()):
+        return component_to_bytes(self, exclude)
+
+    def from_bytes(self, bytes_data, *, exclude=tuple()):
+        return component_from_bytes(self, bytes_data, exclude)

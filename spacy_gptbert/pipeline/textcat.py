@@ -1,0 +1,302 @@
+"""bert_textcat: a transformer text classifier that sets doc.cats.
+
+The model outputs logits; this component applies softmax (exclusive classes,
+cross-entropy loss) or sigmoid (multi-label, binary cross-entropy, threshold).
+"""
+from itertools import islice
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+
+import numpy
+from spacy.language import Language
+from spacy.pipeline import TrainablePipe
+from spacy.scorer import Scorer
+from spacy.tokens import Doc
+from spacy.training import Example, validate_examples, validate_get_examples
+from spacy.util import registry
+from spacy.vocab import Vocab
+from thinc.api import Config, Model, Optimizer, set_dropout_rate
+from thinc.types import Floats2d
+
+from ..errors import Errors, Warnings, warn
+from ..models.encoder import is_windowed_model
+from .serialization import component_from_bytes, component_to_bytes, load_component, save_component
+
+DEFAULT_TEXTCAT_MODEL = """
+[model]
+@architectures = "spacy-gptbert.BertTextCat.v1"
+name = "sentence-transformers/all-MiniLM-L6-v2"
+pooling = "mean"
+dropout = 0.1
+window = 256
+stride = 192
+max_batch_tokens = 1024
+mixed_precision = false
+grad_scaler_config = {}
+trust_remote_code = false
+freeze_embeddings = false
+"""
+DEFAULT_CONFIG = Config().from_str(DEFAULT_TEXTCAT_MODEL)
+
+
+@Language.factory(
+    "bert_textcat",
+    assigns=["doc.cats"],
+    default_config={
+        "model": DEFAULT_CONFIG["model"],
+        "exclusive_classes": True,
+        "threshold": 0.5,
+        "labels": [],
+        "scorer": {"@scorers": "spacy-gptbert.textcat_scorer.v1"},
+    },
+    default_score_weights={
+        "cats_score": 1.0, "cats_acc": None, "cats_score_desc": None, "cats_micro_p": None,
+        "cats_micro_r": None, "cats_micro_f": None, "cats_macro_p": None, "cats_macro_r": None,
+        "cats_macro_f": None, "cats_macro_auc": None, "cats_f_per_type": None,
+    },
+)
+def make_bert_textcat(
+    nlp: Language, name: str, model: Model, exclusive_classes: bool, threshold: float,
+    labels: List[str], scorer: Optional[Callable],
+):
+    """exclusive_classes: one label per doc (softmax + cross-entropy) or any
+    number (sigmoid + binary cross-entropy). threshold: a multi-label class is
+    positive at or above it (scoring). labels: fixed label order; empty = take
+    them from the training data (or from a fine-tuned model's id2label)."""
+    return BertTextCategorizer(
+        nlp.vocab, model, name, exclusive_classes=exclusive_classes, threshold=threshold,
+        labels=labels, scorer=scorer,
+    )
+
+
+@registry.scorers("spacy-gptbert.textcat_scorer.v1")
+def make_textcat_scorer():
+    return textcat_score
+
+
+def textcat_score(examples: Iterable[Example], **kwargs) -> Dict[str, Any]:
+    """spaCy's cats scores (cats_score, cats_macro_f, per-label P/R/F,
+    cats_macro_auc, ...) plus cats_acc: accuracy of the top label for exclusive
+    classes, label-wise accuracy at the threshold for multi-label."""
+    examples = list(examples)
+    labels = kwargs.get("labels", [])
+    multi_label = kwargs.get("multi_label", False)
+    threshold = kwargs.get("threshold", 0.5)
+    scores = Scorer.score_cats(
+        examples, "cats", labels=labels, multi_label=multi_label, threshold=threshold,
+        positive_label=kwargs.get("positive_label"),
+    )
+    scores["cats_acc"] = _accuracy(examples, labels, multi_label, threshold)
+    return scores
+
+
+def _accuracy(examples: List[Example], labels, multi_label: bool, threshold: float) -> Optional[float]:
+    right = total = 0
+    for eg in examples:
+        gold, pred = eg.reference.cats, eg.predicted.cats
+        if not gold or not pred:
+            continue
+        if multi_label:
+            for label in labels:
+                if label in gold:
+                    right += (pred.get(label, 0.0) >= threshold) == (gold[label] >= 0.5)
+                    total += 1
+        else:
+            right += max(gold, key=gold.get) == max(pred, key=pred.get)
+            total += 1
+    return right / total if total else None
+
+
+class BertTextCategorizer(TrainablePipe):
+    def __init__(
+        self, vocab: Vocab, model: Model, name: str = "bert_textcat", *,
+        exclusive_classes: bool = True, threshold: float = 0.5, labels: Sequence[str] = (),
+        scorer: Optional[Callable] = textcat_score,
+    ) -> None:
+        if not 0.0 < threshold < 1.0:
+            raise ValueError(Errors.E111.format(threshold=threshold))
+        for label in labels:
+            _check_label(label)
+        self.vocab = vocab
+        self.model = model
+        self.name = name
+        self.scorer = scorer
+        self._warned: set = set()
+        self.cfg: Dict[str, Any] = {
+            "labels": list(labels), "exclusive_classes": exclusive_classes, "threshold": threshold,
+        }
+
+    @property
+    def labels(self) -> Tuple[str, ...]:
+        return tuple(self.cfg["labels"])
+
+    @property
+    def label_data(self) -> List[str]:
+        return list(self.labels)
+
+    def add_label(self, label: str) -> int:
+        _check_label(label)
+        if label in self.labels:
+            return 0
+        self.cfg["labels"].append(label)
+        return 1
+
+    # -- prediction ------------------------------------------------------------
+    def predict(self, docs: Iterable[Doc]) -> Floats2d:
+        docs = list(docs)
+        for doc in docs:
+            if not isinstance(doc, Doc):
+                raise TypeError(Errors.E101.format(type=type(doc).__name__))
+        if not docs:
+            return self.model.ops.alloc2f(0, len(self.labels))
+        return self._activate(self.model.predict(docs))
+
+    def _activate(self, logits: Floats2d) -> Floats2d:
+        ops = self.model.ops
+        return ops.softmax(logits) if self.cfg["exclusive_classes"] else ops.sigmoid(logits)
+
+    def set_annotations(self, docs: Iterable[Doc], scores: Floats2d) -> None:
+        scores = self.model.ops.to_numpy(scores)
+        for i, doc in enumerate(docs):
+            for j, label in enumerate(self.labels):
+                doc.cats[label] = float(scores[i, j])
+
+    # -- training ----------------------------------------------------------
+    def update(
+        self, examples: Iterable[Example], *, drop: float = 0.0,
+        sgd: Optional[Optimizer] = None, losses: Optional[Dict[str, float]] = None,
+    ) -> Dict[str, float]:
+        if losses is None:
+            losses = {}
+        losses.setdefault(self.name, 0.0)
+        examples = list(examples)
+        validate_examples(examples, "BertTextCategorizer.update")
+        if not examples:
+            return losses
+        set_dropout_rate(self.model, drop)
+        logits, backprop = self.model.begin_update([eg.predicted for eg in examples])
+        loss, d_logits = self.get_loss(examples, logits)
+        backprop(d_logits)
+        if sgd is not None:
+            self.finish_update(sgd)
+        losses[self.name] += loss
+        return losses
+
+    def get_loss(self, examples: Iterable[Example], logits: Floats2d) -> Tuple[float, Floats2d]:
+        """Mean cross-entropy (exclusive) or summed-over-labels binary
+        cross-entropy (multi-label) per annotated example, and its gradient
+        with respect to the logits. Labels missing from an example's cats are
+        left out of the loss."""
+        examples = list(examples)
+        ops = self.model.ops
+        truths, mask = self._truths(examples)
+        probs = self._activate(logits)
+        truths, mask = ops.asarray2f(truths), ops.asarray2f(mask)
+        n_annotated = max(float((mask.sum(axis=1) > 0).sum()), 1.0)
+        eps = 1e-7
+        if self.cfg["exclusive_classes"]:
+            # Rows without annotation have an all-zero mask and contribute nothing.
+            loss = -float((truths * ops.xp.log(probs + eps) * mask).sum())
+        else:
+            loss = -float((mask * (truths * ops.xp.log(probs + eps)
+                                   + (1 - truths) * ops.xp.log(1 - probs + eps))).sum())
+        d_logits = (probs - truths) * mask / n_annotated
+        return loss / n_annotated, d_logits
+
+    def _truths(self, examples: List[Example]) -> Tuple[numpy.ndarray, numpy.ndarray]:
+        labels = self.labels
+        truths = numpy.zeros((len(examples), len(labels)), dtype="float32")
+        mask = numpy.zeros((len(examples), len(labels)), dtype="float32")
+        for i, eg in enumerate(examples):
+            cats = eg.reference.cats
+            self._check_cats(cats)
+            for label in cats:
+                if label not in labels and label not in self._warned:
+                    self._warned.add(label)
+                    warn(Warnings.W002.format(label=label, name=self.name, labels=list(labels)))
+            if not cats:
+                continue
+            for j, label in enumerate(labels):
+                if label in cats:
+                    truths[i, j] = cats[label]
+                    mask[i, j] = 1.0
+            if self.cfg["exclusive_classes"]:
+                mask[i, :] = 1.0  # exclusive: every unlisted label is a negative
+        return truths, mask
+
+    def _check_cats(self, cats: Dict[str, float]) -> None:
+        for label, value in cats.items():
+            if not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+                raise ValueError(Errors.E108.format(value=value, label=label))
+        if self.cfg["exclusive_classes"] and cats:
+            n_true = sum(1 for v in cats.values() if v > 0.5)
+            if n_true != 1:
+                raise ValueError(Errors.E107.format(name=self.name, n_true=n_true, cats=cats))
+
+    def initialize(
+        self, get_examples: Callable[[], Iterable[Example]], *, nlp: Optional[Language] = None,
+        labels: Optional[Iterable[str]] = None,
+    ) -> None:
+        validate_get_examples(get_examples, "BertTextCategorizer.initialize")
+        examples = list(islice(get_examples(), None))
+        if not examples:
+            raise ValueError(Errors.E109.format(name=self.name))
+        model_labels = self._fine_tuned_labels()
+        if labels is not None:
+            for label in labels:
+                self.add_label(label)
+        if model_labels is not None:
+            if self.labels and list(self.labels) != model_labels:
+                raise ValueError(Errors.E112.format(name=self.name, given=list(self.labels),
+                                                    model_labels=model_labels))
+            self.cfg["labels"] = list(model_labels)
+        elif not self.labels:
+            for eg in examples:
+                self._check_cats(eg.reference.cats)
+                for label in eg.reference.cats:
+                    self.add_label(label)
+        if not self.labels:
+            raise ValueError(Errors.E106.format(name=self.name))
+        for eg in examples:
+            self._check_cats(eg.reference.cats)
+        sample = [eg.x for eg in examples[:10]]
+        self.model.initialize(X=sample, Y=self.model.ops.alloc2f(len(sample), len(self.labels)))
+
+    def _fine_tuned_labels(self) -> Optional[List[str]]:
+        """Labels of an HFSequenceClassifier model (loads it), else None."""
+        for node in self.model.walk():
+            if is_windowed_model(node) and node.attrs["kind"] == "seq_cls":
+                node.initialize()
+                return list(node.attrs["labels"])
+        return None
+
+    # -- scoring -----------------------------------------------------------
+    def score(self, examples: Iterable[Example], **kwargs) -> Dict[str, Any]:
+        examples = list(examples)
+        validate_examples(examples, "BertTextCategorizer.score")
+        for eg in examples:
+            self._check_cats(eg.reference.cats)
+            for label in eg.reference.cats:
+                if label not in self.labels:
+                    raise ValueError(Errors.E110.format(label=label, labels=list(self.labels)))
+        kwargs.setdefault("labels", self.labels)
+        kwargs.setdefault("multi_label", not self.cfg["exclusive_classes"])
+        kwargs.setdefault("threshold", self.cfg["threshold"])
+        return self.scorer(examples, **kwargs)
+
+    # -- serialization ---------------------------------------------------------
+    def to_disk(self, path, *, exclude=tuple()):
+        save_component(self, path, exclude)
+
+    def from_disk(self, path, *, exclude=tuple()):
+        return load_component(self, path, exclude)
+
+    def to_bytes(self, *, exclude=tuple()):
+        return component_to_bytes(self, exclude)
+
+    def from_bytes(self, bytes_data, *, exclude=tuple()):
+        return component_from_bytes(self, bytes_data, exclude)
+
+
+def _check_label(label) -> None:
+    if not isinstance(label, str) or not label:
+        raise ValueError(Errors.E113.format(label=label))

@@ -1,0 +1,64 @@
+"""Turn the TSV and label files of text-classification data sets into .spacy
+DocBins with doc.cats, so `spacy train` can read them."""
+import csv
+import random
+from pathlib import Path
+from typing import Dict, Iterable, Iterator, List, Optional, Tuple
+
+from spacy.language import Language
+from spacy.tokens import DocBin
+
+from ..errors import Errors
+
+Record = Tuple[str, List[str]]  # text, its labels
+
+
+def read_tsv(path: Path, text_column: str = "sentence", label_column: str = "label",
+             label_names: Optional[Dict[str, str]] = None) -> Iterator[Record]:
+    """A header-led TSV (GLUE style). Labels may be separated by ',' for multi-label data."""
+    try:
+        handle = open(path, encoding="utf8", newline="")
+    except OSError as err:
+        raise OSError(Errors.E301.format(path=path, err=err)) from None
+    with handle:
+        reader = csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
+        for field in (text_column, label_column):
+            if field not in (reader.fieldnames or []):
+                raise ValueError(Errors.E302.format(line=1, path=path, why=f"no column '{field}' in the header {reader.fieldnames}"))
+        for i, row in enumerate(reader, start=2):
+            text, raw = row[text_column], row[label_column]
+            if text is None or raw is None:
+                raise ValueError(Errors.E302.format(line=i, path=path, why="too few columns"))
+            labels = [label_names.get(x, x) if label_names else x for x in raw.split(",") if x != ""]
+            yield text, labels
+
+
+def read_trec(path: Path, fine: bool = False) -> Iterator[Record]:
+    """TREC question classification: `COARSE:fine question ?` per line, ISO-8859-1."""
+    try:
+        lines = Path(path).read_text(encoding="latin-1").splitlines()
+    except OSError as err:
+        raise OSError(Errors.E301.format(path=path, err=err)) from None
+    for i, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        label, _, text = line.partition(" ")
+        if ":" not in label or not text:
+            raise ValueError(Errors.E302.format(line=i, path=path, why="expected 'COARSE:fine question'"))
+        yield text.strip(), [label if fine else label.split(":")[0]]
+
+
+def to_docbin(nlp: Language, records: Iterable[Record], all_labels: List[str], exclusive: bool = True) -> DocBin:
+    docbin = DocBin(store_user_data=False)
+    texts_labels = list(records)
+    for doc, (_, labels) in zip(nlp.tokenizer.pipe(t for t, _ in texts_labels), texts_labels):
+        doc.cats = {label: float(label in labels) for label in all_labels}
+        docbin.add(doc)
+    return docbin
+
+
+def split(records: List[Record], dev_fraction: float, seed: int = 0) -> Tuple[List[Record], List[Record]]:
+    shuffled = list(records)
+    random.Random(seed).shuffle(shuffled)
+    n_dev = int(round(len(shuffled) * dev_fraction))
+    return shuffled[n_dev:], shuffled[:n_dev]

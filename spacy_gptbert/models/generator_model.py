@@ -205,14 +205,15 @@ def sequence_rows(model: Model, prompts: List[List[int]], targets: List[List[int
 def packed_rows(model: Model, texts_ids: List[List[int]], shift: int = 0) -> Rows:
     """LM training rows: all docs as one stream `[EOS] d1 [EOS] d2 ... [EOS]`,
     cut into full blocks of the model's context (no padding waste, as in
-    GPT pretraining). `shift` drops the first tokens so block boundaries move
-    between epochs."""
+    GPT pretraining). `shift` rotates the stream so block boundaries move
+    between epochs while every token is still trained on."""
     _, eos, _ = special_ids(model)
     stream = [eos]
     for ids in texts_ids:
         stream.extend(ids)
         stream.append(eos)
-    stream = stream[shift:] if len(stream) - shift > 1 else stream
+    shift %= len(stream)
+    stream = stream[shift:] + stream[:shift]
     rows = Rows()
     for inputs, tgt in gpt.split_blocks(stream, [True] * len(stream), context_size(model)):
         rows.add(inputs, tgt, 0)

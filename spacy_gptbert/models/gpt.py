@@ -65,6 +65,8 @@ def build_gpt2_lm(tokenizer, n_layer: int, n_head: int, n_embd: int, n_positions
     config = GPT2Config(
         vocab_size=len(tokenizer), n_positions=n_positions, n_embd=n_embd, n_layer=n_layer,
         n_head=n_head, resid_pdrop=dropout, embd_pdrop=dropout, attn_pdrop=dropout,
+        # GPT-2's tanh GELU, computed by torch's fused kernel rather than in Python ops (~10% faster steps)
+        activation_function="gelu_pytorch_tanh",
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )

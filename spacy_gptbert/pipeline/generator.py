@@ -228,6 +228,7 @@ class GPTGenerator(TrainablePipe):
         # Settings come from the config, so nothing here needs saving; cfg stays
         # empty so a saved cfg never overrides settings given at spacy.load.
         self.cfg: Dict[str, Any] = {}
+        self._warned_long = False
 
     @property
     def lm(self) -> Model:
@@ -258,7 +259,6 @@ class GPTGenerator(TrainablePipe):
         bos, _, _ = lm_model.special_ids(self.lm)
         ids = [[bos] + p for p in lm_model.encode(self.lm, [self.prompt(doc) for doc in docs])]
         room = self._prompt_room()
-        warned = False
         for i, p in enumerate(ids):
             if len(p) <= room:
                 continue
@@ -266,9 +266,9 @@ class GPTGenerator(TrainablePipe):
                         max_new_tokens=self.settings.max_new_tokens)
             if self.on_long_prompt == "error":
                 raise ValueError(Errors.E203.format(**info))
-            if not warned:  # one warning per batch is enough to notice
+            if not self._warned_long:  # once per component: long prompts are a setting, not an event
                 warn(Warnings.W001.format(kept=room, **info))
-                warned = True
+                self._warned_long = True
             ids[i] = p[-room:]  # keep the end: it is what the continuation follows
         return ids
 

@@ -1,0 +1,204 @@
+"""Training data for gpt_generator: plain text, JSONL or TSV -> .spacy files.
+
+    python -m spacy_gptbert.training.generator_data text input.txt out_dir --dev-fraction 0.1
+    python -m spacy_gptbert.training.generator_data jsonl data.jsonl out.spacy
+    python -m spacy_gptbert.training.generator_data tsv train.tsv out.spacy --label-names 0=negative,1=positive
+
+Plain text is cut into blocks of about `block_chars` characters at paragraph,
+then line boundaries (one Doc per block), and the last `dev_fraction` of the
+text becomes dev.spacy (blocks of `dev_block_chars`). JSONL lines are {"prompt", "completion"} (Doc text =
+prompt, doc._.completion = completion) or {"text", "label"} (Doc text = text,
+one-hot doc.cats over all labels in the file). TSV is `text<TAB>label` with
+an optional header (SST-2's format).
+"""
+import argparse
+import json
+from pathlib import Path
+from typing import Dict, Iterable, Iterator, List, Optional, Tuple
+
+from spacy.language import Language
+from spacy.tokens import Doc, DocBin
+
+from ..errors import Errors
+
+FORMATS = ("text", "jsonl", "tsv")
+
+if not Doc.has_extension("completion"):
+    Doc.set_extension("completion", default=None)
+
+
+def text_blocks(text: str, block_chars: int = 500) -> List[str]:
+    """Cut text into blocks of at most ~block_chars characters, at paragraph
+    (blank line) boundaries where possible, else at line boundaries. A single
+    line longer than block_chars stays whole. Joining the blocks with "\n\n"
+    between paragraphs and "\n" within gives back the text's content."""
+    blocks: List[str] = []
+    current = ""
+    for para in (p.strip("\n") for p in text.split("\n\n")):
+        if not para:
+            continue
+        pieces = [para] if len(para) <= block_chars else _split_lines(para, block_chars)
+        for piece in pieces:
+            joined = f"{current}\n\n{piece}" if current else piece
+            if current and len(joined) > block_chars:
+                blocks.append(current)
+                current = piece
+            else:
+                current = joined
+    if current:
+        blocks.append(current)
+    return blocks
+
+
+def _split_lines(para: str, block_chars: int) -> List[str]:
+    out, current = [], ""
+    for line in para.split("\n"):
+        joined = f"{current}\n{line}" if current else line
+        if current and len(joined) > block_chars:
+            out.append(current)
+            current = line
+        else:
+            current = joined
+    if current:
+        out.append(current)
+    return out
+
+
+def split_train_dev(text: str, dev_fraction: float) -> Tuple[str, str]:
+    """First (1 - dev_fraction) of the characters for training, the rest for dev,
+    cut at the nearest line break so no line is split."""
+    if not 0.0 <= dev_fraction < 1.0:
+        raise ValueError(Errors.E204.format(setting="dev_fraction", value=dev_fraction, why="use [0, 1)."))
+    cut = int(len(text) * (1.0 - dev_fraction))
+    newline = text.rfind("\n", 0, cut)
+    cut = newline + 1 if newline > 0 else cut
+    return text[:cut], text[cut:]
+
+
+def docs_from_text(nlp: Language, text: str, block_chars: int = 500) -> List[Doc]:
+    return [nlp.make_doc(block) for block in text_blocks(text, block_chars)]
+
+
+def read_jsonl(path: Path) -> Iterator[Tuple[int, dict]]:
+    for i, line in enumerate(_read(path).splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError as err:
+            raise ValueError(Errors.E302.format(line=i, path=path, why=f"not JSON ({err})")) from None
+        if not isinstance(record, dict):
+            raise ValueError(Errors.E302.format(line=i, path=path, why="expected a JSON object"))
+        yield i, record
+
+
+def docs_from_records(nlp: Language, records: Iterable[Tuple[int, dict]], path: Path,
+                      label_names: Optional[Dict[str, str]] = None) -> List[Doc]:
+    """{"prompt","completion"} or {"text","label"} records -> Docs (see module doc)."""
+    records = list(records)
+    label_names = label_names or {}
+    labels = sorted({label_names.get(str(r["label"]), str(r["label"])) for _, r in records if "label" in r})
+    docs = []
+    for i, r in records:
+        if isinstance(r.get("prompt"), str) and isinstance(r.get("completion"), str):
+            doc = nlp.make_doc(r["prompt"])
+            doc._.completion = r["completion"]
+        elif isinstance(r.get("text"), str) and "label" in r:
+            doc = nlp.make_doc(r["text"])
+            label = label_names.get(str(r["label"]), str(r["label"]))
+            doc.cats = {name: float(name == label) for name in labels}
+        else:
+            raise ValueError(Errors.E302.format(line=i, path=path, why='expected {"prompt", "completion"} '
+                                                'strings or {"text", "label"}'))
+        docs.append(doc)
+    return docs
+
+
+def read_tsv(path: Path) -> Iterator[Tuple[int, dict]]:
+    """text<TAB>label lines; a first line 'sentence<TAB>label' is a header."""
+    for i, line in enumerate(_read(path).splitlines(), start=1):
+        if not line.strip():
+            continue
+        parts = line.rsplit("\t", 1)
+        if len(parts) != 2:
+            raise ValueError(Errors.E302.format(line=i, path=path, why="expected text<TAB>label"))
+        if i == 1 and parts[1].strip().lower() == "label":
+            continue
+        yield i, {"text": parts[0].strip(), "label": parts[1].strip()}
+
+
+def _read(path: Path) -> str:
+    try:
+        return Path(path).read_text(encoding="utf8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise ValueError(Errors.E301.format(path=path, err=err)) from None
+
+
+def write_docs(docs: Iterable[Doc], path: Path) -> int:
+    """Write Docs to a .spacy file, with cats and extension values (completions)."""
+    db = DocBin(attrs=["ORTH", "SPACY"], store_user_data=True)
+    n = 0
+    for doc in docs:
+        db.add(doc)
+        n += 1
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db.to_disk(path)
+    return n
+
+
+def convert(fmt: str, input_path: Path, output: Path, *, lang: str = "en", block_chars: int = 500,
+            dev_fraction: float = 0.0, dev_block_chars: Optional[int] = None, label_names: Optional[Dict[str, str]] = None,
+            limit: int = 0) -> Dict[str, int]:
+    """Convert one input file. With fmt "text" and dev_fraction > 0, `output` is a
+    directory receiving train.spacy and dev.spacy; otherwise a .spacy path."""
+    import spacy
+
+    if fmt not in FORMATS:
+        raise ValueError(Errors.E303.format(fmt=fmt, options=", ".join(FORMATS)))
+    input_path, output = Path(input_path), Path(output)
+    if not input_path.exists():
+        raise ValueError(Errors.E304.format(path=input_path))
+    nlp = spacy.blank(lang)
+    if fmt == "text":
+        text = _read(input_path)
+        if dev_fraction > 0:
+            train, dev = split_train_dev(text, dev_fraction)
+            return {
+                "train": write_docs(docs_from_text(nlp, train, block_chars), output / "train.spacy"),
+                "dev": write_docs(docs_from_text(nlp, dev, dev_block_chars or block_chars), output / "dev.spacy"),
+            }
+        return {"docs": write_docs(docs_from_text(nlp, text, block_chars), output)}
+    records = read_jsonl(input_path) if fmt == "jsonl" else read_tsv(input_path)
+    if limit:
+        records = (r for j, r in enumerate(records) if j < limit)
+    return {"docs": write_docs(docs_from_records(nlp, records, input_path, label_names), output)}
+
+
+def _parse_label_names(value: str) -> Dict[str, str]:
+    pairs = [item.split("=", 1) for item in value.split(",") if item]
+    return {k: v for k, v in pairs}
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("format", choices=FORMATS)
+    parser.add_argument("input", type=Path)
+    parser.add_argument("output", type=Path)
+    parser.add_argument("--lang", default="en")
+    parser.add_argument("--block-chars", type=int, default=500)
+    parser.add_argument("--dev-fraction", type=float, default=0.0)
+    parser.add_argument("--dev-block-chars", type=int, default=None,
+                        help="block size for dev docs (default: --block-chars); longer dev docs mean "
+                             "fewer generations during evaluation, the loss is scored in context-size blocks anyway")
+    parser.add_argument("--label-names", default="", help="e.g. 0=negative,1=positive")
+    parser.add_argument("--limit", type=int, default=0, help="first N records only (jsonl/tsv)")
+    args = parser.parse_args(argv)
+    counts = convert(args.format, args.input, args.output, lang=args.lang, block_chars=args.block_chars,
+                     dev_fraction=args.dev_fraction, dev_block_chars=args.dev_block_chars, label_names=_parse_label_names(args.label_names),
+                     limit=args.limit)
+    print(json.dumps(counts))
+
+
+if __name__ == "__main__":
+    main()

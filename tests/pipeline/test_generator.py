@@ -1,0 +1,323 @@
+"""gpt_generator: settings, prompts, batching, training, scoring, serialization.
+
+A tiny GPT-2 (1 layer, width 32) with a BPE tokenizer trained in the test
+keeps the whole file fast on a CPU.
+"""
+import json
+import warnings
+from pathlib import Path
+
+import pytest
+import spacy
+import torch
+from spacy.language import Language
+from spacy.tokens import Doc
+from spacy.training import Example
+from thinc.api import Adam
+
+from spacy_gptbert.models import generator_model as lm_model
+from spacy_gptbert.models.gpt import Rows
+from spacy_gptbert.pipeline.generator import generation_agreement, generator_score
+from spacy_gptbert.pipeline.prompts import TemplatePrompt, format_cats
+from spacy_gptbert.training import generator_data
+
+HF_TINY = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "hf-tiny"
+SENTENCES = [
+    "The cat sat on the mat.",
+    "A dog barked at the moon.",
+    "Birds sing in the morning.",
+    "Rain falls on green hills.",
+    "The sun rises over the sea.",
+]
+TINY_GPT = {
+    "@architectures": "spacy-gptbert.GPT.v1", "n_layer": 1, "n_head": 2, "n_embd": 32,
+    "n_positions": 64, "vocab_size": 300, "min_frequency": 1, "seed": 0,
+}
+
+
+def make_nlp(**config) -> Language:
+    nlp = spacy.blank("en")
+    config.setdefault("model", TINY_GPT)
+    nlp.add_pipe("gpt_generator", config=config)
+    return nlp
+
+
+def examples(nlp, texts=SENTENCES):
+    return [Example(nlp.make_doc(t), nlp.make_doc(t)) for t in texts]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Tiny models gain nothing from threads, and on a shared 2-core machine
+    extra threads spin against other processes (10x slower steps)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def train(nlp, egs, steps=300, lr=1e-2):
+    spacy.util.fix_random_seed(0)  # LM mode draws random block offsets
+    nlp.initialize(lambda: egs)
+    optimizer = Adam(lr)
+    for _ in range(steps):
+        nlp.update(egs, sgd=optimizer)
+    return nlp
+
+
+@pytest.fixture(scope="module")
+def trained_nlp():
+    """The tiny GPT overfit on five sentences (LM mode)."""
+    nlp = make_nlp(max_new_tokens=12)
+    return train(nlp, examples(nlp))
+
+
+def test_default_config():
+    nlp = spacy.blank("en")
+    gen = nlp.add_pipe("gpt_generator")
+    cfg = nlp.config["components"]["gpt_generator"]
+    assert cfg["model"]["@architectures"] == "spacy-gptbert.CausalLM.v1"
+    assert cfg["prompt"] == "{text}" and cfg["mode"] == "lm" and cfg["on_long_prompt"] == "truncate"
+    assert gen.settings.do_sample is False and gen.settings.num_return_sequences == 1
+    assert not gen.lm.shims  # weights load at initialize, never in the constructor
+    with pytest.raises(ValueError, match="E009"):
+        nlp("not initialized")
+
+
+def test_overfit_five_sentences_greedy(trained_nlp):
+    for text in SENTENCES:
+        words = text.split(" ")
+        doc = trained_nlp(" ".join(words[:2]))
+        assert doc._.generation == " " + " ".join(words[2:])
+        assert doc._.generations == [doc._.generation]
+
+
+def test_batch_of_16_equals_single_greedy(trained_nlp):
+    prompts = [" ".join(s.split(" ")[:k]) for s in SENTENCES for k in (1, 2, 3)] + ["The"]
+    assert len(prompts) == 16
+    single = [trained_nlp(p)._.generation for p in prompts]
+    batched = [d._.generation for d in trained_nlp.pipe(prompts, batch_size=16)]
+    assert batched == single
+
+
+def test_seed_makes_sampling_reproducible(trained_nlp):
+    gen = trained_nlp.get_pipe("gpt_generator")
+    old = gen.settings
+    try:
+        gen.settings = type(old)(max_new_tokens=8, do_sample=True, temperature=1.5, num_return_sequences=3, seed=7)
+        first = [d._.generations for d in trained_nlp.pipe(["The cat", "A dog"])]
+        second = [d._.generations for d in trained_nlp.pipe(["The cat", "A dog"])]
+        assert first == second and all(len(g) == 3 for g in first)
+        gen.settings.seed = 8
+        assert [d._.generations for d in trained_nlp.pipe(["The cat", "A dog"])] != first
+    finally:
+        gen.settings = old
+
+
+def test_stop_strings_cut_output(trained_nlp):
+    gen = trained_nlp.get_pipe("gpt_generator")
+    gen.settings.stop = [" on", "."]
+    try:
+        assert trained_nlp("The cat")._.generation == " sat"
+        assert trained_nlp("Birds sing")._.generation == " in the morning"
+    finally:
+        gen.settings.stop = []
+
+
+def test_empty_doc_generates_from_prompt(trained_nlp):
+    doc = trained_nlp("")
+    assert isinstance(doc._.generation, str)
+
+
+def test_pipe_equals_call_and_order_kept(trained_nlp):
+    texts = ["Rain falls", "", "The sun rises over", "A"]
+    assert [d._.generation for d in trained_nlp.pipe(texts, batch_size=3)] == [
+        trained_nlp(t)._.generation for t in texts
+    ]
+
+
+def test_to_disk_from_disk_and_bytes_identical(trained_nlp, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    texts = ["The cat", "Rain falls", ""]
+    expected = [d._.generation for d in trained_nlp.pipe(texts)]
+    trained_nlp.to_disk(tmp_path / "nlp")
+    loaded = spacy.load(tmp_path / "nlp")
+    assert [d._.generation for d in loaded.pipe(texts)] == expected
+    hf_dir = tmp_path / "nlp" / "gpt_generator" / "hf_0"
+    assert (hf_dir / "model.safetensors").exists() and (hf_dir / "tokenizer.json").exists()
+    assert type(AutoModelForCausalLM.from_pretrained(str(hf_dir))).__name__ == "GPT2LMHeadModel"
+    fresh = make_nlp(max_new_tokens=12)
+    fresh.get_pipe("gpt_generator").from_bytes(trained_nlp.get_pipe("gpt_generator").to_bytes())
+    assert [d._.generation for d in fresh.pipe(texts)] == expected
+
+
+def test_lm_loss_equals_hugging_face_loss(trained_nlp):
+    """Our (B,) NLL sums through thinc == HF's own shifted cross-entropy."""
+    lm = trained_nlp.get_pipe("gpt_generator").lm
+    ids = lm_model.encode(lm, ["The cat sat on the moon."])[0]
+    rows = lm_model.sequence_rows(lm, [[]], [ids], add_eos=False)  # [BOS] + ids, all predicted
+    nll = float(lm.predict(rows).sum())
+    bos, _, _ = lm_model.special_ids(lm)
+    full = torch.tensor([[bos] + ids])
+    with torch.no_grad():
+        hf_loss = lm_model.get_lm(lm).eval()(input_ids=full, labels=full).loss.item()  # mean over len(ids)
+    assert nll / len(ids) == pytest.approx(hf_loss, rel=1e-5)
+
+
+def test_get_loss_gradient_is_one_over_targets(trained_nlp):
+    gen = trained_nlp.get_pipe("gpt_generator")
+    rows = Rows()
+    rows.add([1, 2, 3], [2, 3, -100], 0)
+    rows.add([4, 5], [5, 6], 0)
+    nll = gen.model.ops.asarray1f([3.0, 5.0])
+    loss, d_nll = gen.get_loss([], (nll, rows))
+    assert loss == pytest.approx(8.0 / 4) and d_nll.tolist() == pytest.approx([0.25, 0.25])
+
+
+def test_prompt_mode_learns_completion_given_label():
+    nlp = make_nlp(prompt="Review ({label}): ", mode="prompt", max_new_tokens=12)
+    pairs = [("POS", "A fine film."), ("NEG", "Dull and slow.")]
+    egs = []
+    for label, text in pairs:
+        ref = nlp.make_doc(text)
+        ref.cats = {"POS": float(label == "POS"), "NEG": float(label == "NEG")}
+        egs.append(Example(nlp.make_doc(text), ref))
+    train(nlp, egs, steps=120)
+    for label, text in pairs:
+        doc = nlp.make_doc("")
+        doc.cats = {"POS": float(label == "POS"), "NEG": float(label == "NEG")}
+        assert nlp.get_pipe("gpt_generator")(doc)._.generation == text
+    scores = nlp.evaluate(egs)
+    assert scores["gen_loss_per_char"] < 0.5 and scores["gen_ppl"] >= 1.0
+
+
+def test_prompt_mode_needs_a_completion():
+    nlp = make_nlp(prompt="Continue: {text}", mode="prompt")
+    with pytest.raises(ValueError, match="E207"):
+        nlp.initialize(lambda: examples(nlp))
+    nlp2 = make_nlp(prompt="Continue: {text}", mode="prompt")
+    ref = nlp2.make_doc("Once upon")
+    ref._.completion = " a time."
+    nlp2.initialize(lambda: [Example(nlp2.make_doc("Once upon"), ref)])  # completion from the extension
+
+
+def test_scores_and_agreement_without_nlp_or_textcat(trained_nlp):
+    egs = examples(trained_nlp)
+    scores = trained_nlp.evaluate(egs)
+    assert scores["gen_loss_per_char"] == pytest.approx(scores["gen_bpc"] * 0.6931471805599453)
+    assert scores["gen_agreement"] is None  # no textcat in this pipeline
+    bare = generator_score(egs)  # nlp-less scorer call: nothing to compute, no crash
+    assert bare["gen_ppl"] is None and bare["gen_agreement"] is None
+    stats = generator_score(egs, lm_stats=[(2.0, 4, 10)])
+    assert stats["gen_ppl"] == pytest.approx(2.718281828 ** 0.5) and stats["gen_loss_per_char"] == 0.2
+
+
+def test_generation_agreement_with_a_classifier():
+    @Language.component("keyword_cats")
+    def keyword_cats(doc):
+        good = "good" in doc.text
+        doc.cats = {"POS": float(good), "NEG": float(not good)}
+        return doc
+
+    nlp = spacy.blank("en")
+    nlp.add_pipe("keyword_cats")
+    docs = []
+    for label, gens in (("POS", ["a good one", "bad"]), ("NEG", ["awful"])):
+        doc = nlp.make_doc("x")
+        doc.cats = {"POS": float(label == "POS"), "NEG": float(label == "NEG")}
+        doc._.generations = gens
+        docs.append(doc)
+    assert generation_agreement(nlp, docs, textcat="keyword_cats") == pytest.approx(2 / 3)
+    assert generation_agreement(nlp, docs) is None  # no bert_textcat: skipped
+
+
+def test_long_prompt_truncates_with_warning_or_errors(trained_nlp):
+    long_text = " ".join(["The cat sat on the mat."] * 30)
+    gen = trained_nlp.get_pipe("gpt_generator")
+    gen._warned_long = False
+    with pytest.warns(UserWarning, match="W001"):
+        assert isinstance(trained_nlp(long_text)._.generation, str)
+    gen.on_long_prompt = "error"
+    try:
+        with pytest.raises(ValueError, match="E203"):
+            trained_nlp(long_text)
+    finally:
+        gen.on_long_prompt = "truncate"
+
+
+@pytest.mark.parametrize(
+    "config,code",
+    [
+        ({"num_return_sequences": 3}, "E201"),
+        ({"prompt": "Say {txt}"}, "E202"),
+        ({"prompt": "Say {text!r}"}, "E202"),
+        ({"temperature": 0.7}, "E204"),  # sampling setting while greedy
+        ({"do_sample": True, "top_p": 0.0}, "E204"),
+        ({"max_new_tokens": 0}, "E204"),
+        ({"on_long_prompt": "drop"}, "E204"),
+        ({"stop": [""]}, "E204"),
+        ({"mode": "seq2seq"}, "E206"),
+        ({"model": {**TINY_GPT, "n_embd": 30, "n_head": 4}}, "E208"),
+    ],
+)
+def test_bad_settings_fail_at_construction(config, code):
+    with pytest.raises(ValueError, match=code):
+        make_nlp(**config)
+
+
+def test_bad_runtime_inputs():
+    nlp = make_nlp(max_new_tokens=64)  # = the model's whole context
+    with pytest.raises(ValueError, match="E204"):
+        nlp.initialize(lambda: examples(nlp))
+    empty = make_nlp()
+    with pytest.raises(ValueError, match="E209"):  # nothing to train the tokenizer on
+        empty.initialize(lambda: examples(empty, ["", ""]))
+    gen = make_nlp().get_pipe("gpt_generator")
+    with pytest.raises(TypeError, match="E101"):
+        gen.predict(["a string"])
+
+
+def test_hf_causal_lm_loading():
+    nlp = make_nlp(model={"@architectures": "spacy-gptbert.CausalLM.v1", "name": str(HF_TINY / "fake_gpt2")},
+                   max_new_tokens=3)
+    nlp.initialize()
+    docs = list(nlp.pipe(["Hello world", "", "A longer prompt here"]))
+    assert all(isinstance(d._.generation, str) for d in docs)
+    bare = make_nlp(model={"@architectures": "spacy-gptbert.CausalLM.v1", "name": str(HF_TINY / "tiny_gpt2")})
+    with pytest.raises(ValueError, match="E006"):
+        bare.initialize()
+
+
+def test_template_prompt_fields():
+    nlp = spacy.blank("en")
+    doc = nlp.make_doc("fine")
+    doc.cats = {"POS": 0.9, "NEG": 0.1}
+    assert TemplatePrompt("[{label}] {text} ({cats})")(doc) == "[POS] fine (POS: 0.90, NEG: 0.10)"
+    assert TemplatePrompt("{label}|", {"POS": "positive"})(doc) == "positive|"
+    assert TemplatePrompt("{{literal}} {label}")(nlp.make_doc("x")) == "{literal} "  # no cats: empty label
+    assert format_cats({}) == ""
+
+
+def test_converter_text_and_jsonl(tmp_path):
+    text = "Para one line a.\nline b.\n\nPara two.\n\n" + "\n".join(f"Line {i}." for i in range(40))
+    blocks = generator_data.text_blocks(text, block_chars=60)
+    assert blocks[0] == "Para one line a.\nline b.\n\nPara two." and all(len(b) <= 60 for b in blocks)
+    train, dev = generator_data.split_train_dev(text, 0.1)
+    assert train + dev == text and train.endswith("\n") and 0 < len(dev) < len(text) * 0.2
+    src = tmp_path / "data.jsonl"
+    src.write_text("\n".join(json.dumps(r) for r in [
+        {"prompt": "Q: hi", "completion": " A: hello"}, {"text": "great", "label": 1}, {"text": "bad", "label": 0},
+    ]))
+    out = tmp_path / "data.spacy"
+    generator_data.convert("jsonl", src, out, label_names={"1": "pos", "0": "neg"})
+    from spacy.tokens import DocBin
+
+    docs = list(DocBin().from_disk(out).get_docs(spacy.blank("en").vocab))
+    assert docs[0].text == "Q: hi" and docs[0]._.completion == " A: hello"
+    assert docs[1].cats == {"neg": 0.0, "pos": 1.0} and docs[2].cats == {"neg": 1.0, "pos": 0.0}
+    (tmp_path / "bad.jsonl").write_text('{"prompt": "x"}\n')
+    with pytest.raises(ValueError, match="E302"):
+        generator_data.convert("jsonl", tmp_path / "bad.jsonl", out)
+    with pytest.raises(ValueError, match="E303"):
+        generator_data.convert("csv", src, out)

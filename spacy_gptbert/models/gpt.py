@@ -202,12 +202,14 @@ def left_pad(prompts: List[List[int]], pad_id: int):
 
 
 @contextlib.contextmanager
-def seeded(seed: Optional[int]):
-    """Fix torch's RNG for one call without changing the caller's RNG state."""
+def seeded(seed: Optional[int], device: Optional[torch.device] = None):
+    """Fix torch's RNG for one call without changing the caller's RNG state
+    (the CPU generator, and the GPU's when generating there)."""
     if seed is None:
         yield
         return
-    with torch.random.fork_rng(devices=[]):
+    gpus = [device.index or 0] if device is not None and device.type == "cuda" else []
+    with torch.random.fork_rng(devices=gpus):
         torch.manual_seed(seed)
         yield
 
@@ -238,7 +240,7 @@ def generate_ids(lm, input_ids: torch.Tensor, attention_mask: torch.Tensor, sett
     was_training = lm.training
     lm.eval()
     try:
-        with seeded(settings.seed):
+        with seeded(settings.seed, input_ids.device):
             out = lm.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)  # (B*n, T + new)
     finally:
         lm.train(was_training)

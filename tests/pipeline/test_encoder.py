@@ -1,0 +1,176 @@
+import numpy
+import pytest
+import spacy
+from numpy.testing import assert_allclose
+from spacy.training import Example
+
+from spacy_gptbert.models.listener import EncoderListener
+from spacy_gptbert.pipeline.encoder import BertEncoder
+
+TAGGED = [
+    ("a good movie", ["DET", "ADJ", "NOUN"]), ("i loved it", ["PRON", "VERB", "PRON"]),
+    ("the plot is great fun", ["DET", "NOUN", "VERB", "ADJ", "NOUN"]),
+    ("boring and terrible", ["ADJ", "CCONJ", "ADJ"]),
+]
+
+
+def encoder_nlp(name, **cfg):
+    nlp = spacy.blank("en")
+    nlp.add_pipe("bert_encoder", config={"model": {"name": name, "window": 32, "stride": 16}, **cfg})
+    return nlp
+
+
+def init(nlp, texts=("a good movie", "bad")):
+    return nlp.initialize(lambda: [Example.from_dict(nlp.make_doc(t), {}) for t in texts])
+
+
+def test_default_config():
+    nlp = spacy.blank("en")
+    encoder = nlp.add_pipe("bert_encoder")
+    assert isinstance(encoder, BertEncoder)
+    cfg = nlp.get_pipe_config("bert_encoder")
+    assert cfg["model"]["@architectures"] == "spacy-gptbert.Encoder.v1"
+    assert cfg["model"]["name"] == "sentence-transformers/all-MiniLM-L6-v2"
+    assert cfg["doc_pooling"] == "mean" and cfg["store_wordpieces"] is False
+
+
+def test_tensor_vectors_and_similarity(tiny_bert):
+    nlp = encoder_nlp(tiny_bert)
+    init(nlp)
+    doc = nlp("a good movie with great actors")
+    width = nlp.get_pipe("bert_encoder").model.get_dim("nO")
+    assert doc.tensor.shape == (len(doc), width)
+    assert doc.has_vector and doc.vector.shape == (width,)
+    assert_allclose(doc.vector, doc._.bert_pooled["mean"])
+    span = doc[1:3]
+    assert_allclose(span.vector, doc.tensor[1:3].mean(axis=0), rtol=1e-6)
+    assert_allclose(doc[2].vector, doc.tensor[2])
+    assert doc.similarity(doc) == pytest.approx(1.0, abs=1e-5)
+    other = nlp("i hated the ending")
+    assert -1.0 <= doc.similarity(other) <= 1.0
+    assert -1.0 <= span.similarity(other[0:2]) <= 1.0
+    assert doc._.bert_wordpieces is None  # memory-light by default
+
+
+def test_cls_doc_pooling_and_stored_wordpieces(tiny_bert):
+    nlp = encoder_nlp(tiny_bert, doc_pooling="cls", store_wordpieces=True)
+    init(nlp)
+    doc = nlp("a good movie")
+    assert_allclose(doc.vector, doc._.bert_pooled["cls"])
+    assert doc._.bert_wordpieces.shape[0] >= len(doc)
+
+
+def test_empty_and_whitespace_docs(tiny_bert):
+    nlp = encoder_nlp(tiny_bert)
+    init(nlp)
+    docs = list(nlp.pipe(["", "   ", "good", "\n\n"]))
+    assert [d.tensor.shape[0] for d in docs] == [len(d) for d in docs]
+    assert docs[0].vector.shape == docs[2].vector.shape
+
+
+def test_long_doc_is_windowed_not_truncated(tiny_bert):
+    nlp = encoder_nlp(tiny_bert)
+    init(nlp)
+    doc = nlp(" ".join(["i loved every minute of it"] * 50))  # ~300 tokens, window 32
+    assert doc.tensor.shape[0] == len(doc)
+    assert numpy.abs(doc.tensor[-5:]).sum() > 0  # the end is encoded too
+
+
+def test_pipe_equals_call_and_save_load(tiny_bert, tmp_path):
+    nlp = encoder_nlp(tiny_bert)
+    init(nlp)
+    texts = ["a good movie", "", "i hated the ending " * 20, "bad"]
+    single = [nlp(t) for t in texts]
+    for a, b in zip(single, nlp.pipe(texts, batch_size=3)):
+        assert_allclose(a.tensor, b.tensor, atol=1e-5)
+    nlp.to_disk(tmp_path / "enc")
+    loaded = spacy.load(tmp_path / "enc")
+    for a, b in zip(single, loaded.pipe(texts)):
+        assert_allclose(a.tensor, b.tensor, atol=1e-5)
+        assert_allclose(a.vector, b.vector, atol=1e-5)
+
+
+def _listener_textcat_nlp(name):
+    nlp = encoder_nlp(name)
+    nlp.add_pipe("bert_textcat", config={"model": {
+        "@architectures": "spacy-gptbert.TextCatHead.v1",
+        "encoder": {"@architectures": "spacy-gptbert.EncoderListener.v1", "pooling": "mean"},
+        "dropout": 0.0}})
+    return nlp
+
+
+def test_listening_textcat_trains_the_shared_encoder(tiny_bert, tmp_path):
+    nlp = _listener_textcat_nlp(tiny_bert)
+    data = [("a good movie", "POS"), ("a bad film", "NEG"), ("i loved it", "POS"), ("boring and dull", "NEG")]
+    egs = [Example.from_dict(nlp.make_doc(t), {"cats": {"POS": float(y == "POS"), "NEG": float(y == "NEG")}})
+           for t, y in data]
+    optimizer = nlp.initialize(lambda: egs)
+    encoder = nlp.get_pipe("bert_encoder")
+    assert encoder.listening_components == ["bert_textcat"]
+    before = nlp("a good movie").tensor.copy()
+    losses = [nlp.update(egs, sgd=optimizer)["bert_textcat"] for _ in range(40)]
+    assert losses[-1] < losses[0] * 0.2
+    assert not numpy.allclose(before, nlp("a good movie").tensor)  # encoder weights moved
+    for text, gold in data:
+        cats = nlp(text).cats
+        assert max(cats, key=cats.get) == gold
+    nlp.to_disk(tmp_path / "p")
+    loaded = spacy.load(tmp_path / "p")
+    for text, _ in data:
+        assert loaded(text).cats == pytest.approx(nlp(text).cats, abs=1e-5)
+
+
+def test_spacy_tagger_on_the_listener(tiny_bert):
+    nlp = encoder_nlp(tiny_bert)
+    nlp.add_pipe("tagger", config={"model": {
+        "@architectures": "spacy.Tagger.v2",
+        "tok2vec": {"@architectures": "spacy-gptbert.EncoderListener.v1", "pooling": "tokens"}}})
+    egs = [Example.from_dict(nlp.make_doc(t), {"tags": tags}) for t, tags in TAGGED]
+    optimizer = nlp.initialize(lambda: egs)
+    for _ in range(60):
+        nlp.update(egs, sgd=optimizer)
+    scores = nlp.evaluate(egs)
+    assert scores["tag_acc"] == 1.0
+
+
+def test_listener_rejects_a_foreign_batch(tiny_bert):
+    listener = EncoderListener("*", 4, "tokens")
+    nlp = spacy.blank("en")
+    listener.receive(1, None, None)
+    with pytest.raises(ValueError, match="E105"):
+        listener.verify_inputs([nlp("something else")])
+
+
+# -- bad input -----------------------------------------------------------------
+
+
+def test_window_larger_than_model_positions(tiny_bert):
+    nlp = spacy.blank("en")
+    nlp.add_pipe("bert_encoder", config={"model": {"name": tiny_bert, "window": 1000, "stride": 500}})
+    with pytest.raises(ValueError, match="E102"):
+        init(nlp)
+
+
+def test_stride_larger_than_window():
+    nlp = spacy.blank("en")
+    with pytest.raises(ValueError, match="E102"):
+        nlp.add_pipe("bert_encoder", config={"model": {"window": 10, "stride": 20}})
+
+
+def test_bad_doc_pooling():
+    nlp = spacy.blank("en")
+    with pytest.raises(ValueError, match="E103"):
+        nlp.add_pipe("bert_encoder", config={"doc_pooling": "max"})
+
+
+def test_non_doc_input(tiny_bert):
+    nlp = encoder_nlp(tiny_bert)
+    init(nlp)
+    with pytest.raises(TypeError, match="E101"):
+        nlp.get_pipe("bert_encoder").predict([b"bytes"])
+
+
+def test_empty_initialize(tiny_bert):
+    nlp = encoder_nlp(tiny_bert)
+    with pytest.raises(ValueError, match="E109"):
+        nlp.get_pipe("bert_encoder").initialize(lambda: [])

@@ -1,0 +1,69 @@
+"""Every config in configs/ trains with `spacy train` (tiny model, a few steps)
+and the result loads with spacy.load and predicts."""
+from pathlib import Path
+
+import pytest
+import spacy
+from spacy.cli.train import train
+from spacy.tokens import Doc, DocBin
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+TEXTS = ["a good movie", "a bad film", "i loved it", "boring and dull", "great fun", "awful jokes"]
+
+
+def _textcat_data(path: Path, multi_label: bool) -> Path:
+    nlp = spacy.blank("en")
+    db = DocBin()
+    for i, text in enumerate(TEXTS):
+        doc = nlp(text)
+        pos = i % 2 == 0
+        doc.cats = {"POSITIVE": float(pos), "NEGATIVE": float(not pos)}
+        if multi_label:
+            doc.cats["FUN"] = float("fun" in text or "loved" in text)
+        db.add(doc)
+    db.to_disk(path)
+    return path
+
+
+def _tagger_ner_data(path: Path) -> Path:
+    nlp = spacy.blank("en")
+    db = DocBin()
+    for words, tags, ents in [
+        (["Anna", "lives", "in", "Paris"], ["PROPN", "VERB", "ADP", "PROPN"], ["B-PER", "O", "O", "B-LOC"]),
+        (["Bob", "likes", "Rome"], ["PROPN", "VERB", "PROPN"], ["B-PER", "O", "B-LOC"]),
+    ]:
+        doc = Doc(nlp.vocab, words=words, tags=tags, ents=ents)
+        db.add(doc)
+    db.to_disk(path)
+    return path
+
+
+CASES = [
+    ("textcat_sst2.cfg", "bert_textcat", "textcat"),
+    ("textcat_multilabel.cfg", "bert_textcat", "multilabel"),
+    ("encoder_textcat.cfg", "bert_encoder", "textcat"),
+    ("encoder_tagger_ner.cfg", "bert_encoder", "tagger_ner"),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("config,encoder_component,data", CASES)
+def test_config_trains_and_loads(tmp_path, tiny_bert, config, encoder_component, data):
+    if data == "tagger_ner":
+        corpus = _tagger_ner_data(tmp_path / "train.spacy")
+    else:
+        corpus = _textcat_data(tmp_path / "train.spacy", multi_label=data == "multilabel")
+    prefix = f"components.{encoder_component}.model"
+    overrides = {
+        "paths.train": str(corpus), "paths.dev": str(corpus),
+        f"{prefix}.name": tiny_bert, f"{prefix}.window": 32, f"{prefix}.stride": 16,
+        "training.max_steps": 6, "training.eval_frequency": 3,
+        "training.optimizer.learn_rate.total_steps": 6, "training.optimizer.learn_rate.warmup_steps": 1,
+    }
+    train(CONFIGS / config, tmp_path / "out", overrides=overrides)
+    nlp = spacy.load(tmp_path / "out" / "model-last")
+    doc = nlp("a good movie in Paris")
+    if data == "tagger_ner":
+        assert all(t.tag_ for t in doc)
+    else:
+        assert set(doc.cats) >= {"POSITIVE", "NEGATIVE"}

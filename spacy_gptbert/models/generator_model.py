@@ -111,21 +111,7 @@ def init_causal_lm(model: Model, X: Optional[List[str]] = None, Y=None) -> None:
     attach_lm(model, lm, tokenizer)
 
 
-def _ensure_causal_lm_names() -> None:
-    """hf_loading.check_model_kind imports MODEL_FOR_CAUSAL_LM_MAPPING_NAMES from
-    the transformers top level, which transformers 4.53 does not export (it lives
-    in transformers.models.auto.modeling_auto). Until hf_loading imports it from
-    there, expose it so causal-LM loading works. TODO: drop once hf_loading is fixed."""
-    import transformers
-
-    if not hasattr(transformers, "MODEL_FOR_CAUSAL_LM_MAPPING_NAMES"):
-        from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
-
-        transformers.MODEL_FOR_CAUSAL_LM_MAPPING_NAMES = MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
-
-
 def load_into(model: Model, name_or_path) -> None:
-    _ensure_causal_lm_names()
     lm, tokenizer, _ = load_pretrained(
         name_or_path, "AutoModelForCausalLM", trust_remote_code=model.attrs["trust_remote_code"],
         expect="causal_lm",

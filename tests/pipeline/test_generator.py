@@ -4,21 +4,19 @@ A tiny GPT-2 (1 layer, width 32) with a BPE tokenizer trained in the test
 keeps the whole file fast on a CPU.
 """
 import json
-import warnings
 from pathlib import Path
 
 import pytest
 import spacy
 import torch
 from spacy.language import Language
-from spacy.tokens import Doc
 from spacy.training import Example
 from thinc.api import Adam
 
 from spacy_gptbert.models import generator_model as lm_model
 from spacy_gptbert.models.gpt import Rows
 from spacy_gptbert.pipeline.generator import generation_agreement, generator_score
-from spacy_gptbert.pipeline.prompts import TemplatePrompt, format_cats
+from spacy_gptbert.pipeline.prompts import TemplatePrompt, format_cats, get_prompt_function
 from spacy_gptbert.training import generator_data
 
 HF_TINY = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "hf-tiny"
@@ -297,6 +295,9 @@ def test_template_prompt_fields():
     assert TemplatePrompt("{label}|", {"POS": "positive"})(doc) == "positive|"
     assert TemplatePrompt("{{literal}} {label}")(nlp.make_doc("x")) == "{literal} "  # no cats: empty label
     assert format_cats({}) == ""
+    assert get_prompt_function("spacy-gptbert.text_prompt.v1")(doc) == "fine"
+    with pytest.raises(ValueError, match="E205"):
+        get_prompt_function("no-such-prompt.v1")
 
 
 def test_converter_text_and_jsonl(tmp_path):

@@ -54,3 +54,55 @@ def convert(
         path.parent.mkdir(parents=True, exist_ok=True)
         to_docbin(nlp, part, labels).to_disk(path)
         msg.good(f"Wrote {len(part)} docs with labels {labels} to {path}")
+
+
+DEMO_TEXTS = [
+    "An absolute joy from start to finish, with a cast that clearly loved every minute.",
+    "A tedious, overlong mess that never finds its footing.",
+    "The soundtrack is lovely but the story goes nowhere.",
+    "I laughed, I cried, and I want to see it again tomorrow.",
+    "Flat characters and a script full of clichés.",
+    "A quietly brilliant film about family and memory.",
+    "Nothing in this movie works, not even the jokes.",
+    "Surprisingly moving, and the ending is perfect.",
+]
+
+
+@app.command("demo")
+def demo(
+    pipeline: str = typer.Argument(..., help="A trained pipeline: directory or installed package name"),
+    texts_path: Optional[Path] = typer.Option(None, "--texts", help="Text file, one text per line (default: built-in reviews)"),
+    metrics: Optional[Path] = typer.Option(None, "--metrics", help="Metrics JSON from `spacy evaluate` to print too"),
+    batch_size: int = typer.Option(16, help="nlp.pipe batch size"),
+    gpu_id: int = typer.Option(-1, help="GPU id, -1 for CPU"),
+) -> None:
+    """Process a batch of new texts and print label, probability and, when the
+    pipeline has a generator, the generated text."""
+    import srsly
+    from spacy.tokens import Doc
+    from wasabi import table
+
+    if gpu_id >= 0:
+        spacy.require_gpu(gpu_id)
+    nlp = spacy.load(pipeline)
+    texts = DEMO_TEXTS if texts_path is None else [t for t in texts_path.read_text(encoding="utf8").splitlines() if t.strip()]
+    rows = []
+    for doc in nlp.pipe(texts, batch_size=batch_size):
+        label, prob = max(doc.cats.items(), key=lambda kv: kv[1]) if doc.cats else ("-", 0.0)
+        row = [_clip(doc.text, 60), label, f"{prob:.3f}"]
+        if Doc.has_extension("generation"):
+            row.append(_clip(doc._.generation or "", 60))
+        rows.append(row)
+    header = ["text", "label", "prob"] + (["generated"] if Doc.has_extension("generation") else [])
+    msg.divider(f"{pipeline}: {len(texts)} texts")
+    print(table(rows, header=header, divider=True))
+    if metrics is not None and metrics.exists():
+        scores = srsly.read_json(metrics)
+        keys = [k for k in ("cats_acc", "cats_score", "cats_macro_f", "cats_macro_auc", "speed") if scores.get(k) is not None]
+        msg.divider("metrics")
+        print(table([[k, f"{scores[k]:.4f}" if k != "speed" else f"{scores[k]:.0f} words/s"] for k in keys]))
+
+
+def _clip(text: str, width: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"

@@ -174,3 +174,21 @@ def test_empty_initialize(tiny_bert):
     nlp = encoder_nlp(tiny_bert)
     with pytest.raises(ValueError, match="E109"):
         nlp.get_pipe("bert_encoder").initialize(lambda: [])
+
+
+def test_exact_encoder_loss_is_the_squared_listener_gradient(tiny_bert):
+    """Like spaCy's tok2vec, the encoder reports the sum of squares of the
+    gradients its listeners send back; check it on a known gradient."""
+    from spacy_gptbert.models.encoder import EncoderOutput
+
+    nlp = encoder_nlp(tiny_bert)
+    init(nlp)
+    encoder = nlp.get_pipe("bert_encoder")
+    listener = EncoderListener("*", None, "mean")
+    encoder.add_listener(listener, "probe")
+    docs = [nlp.make_doc(t) for t in ("a good movie", "bad", "")]
+    losses = encoder.update([Example.from_dict(d, {}) for d in docs])
+    width = encoder.model.get_dim("nO")
+    grad = numpy.full((3, width), 0.5, dtype="float32")
+    listener._backprop(EncoderOutput(None, None, grad))
+    assert losses["bert_encoder"] == pytest.approx(3 * width * 0.25)

@@ -16,7 +16,7 @@ from ..models.encoder import EncoderOutput, is_windowed_model
 from ..models.listener import EncoderListener
 from ..models.pooling import check_pooling
 from . import hooks
-from .serialization import component_from_bytes, component_to_bytes, load_component, save_component
+from .serialization import HFSerializationMixin
 
 DEFAULT_ENCODER_MODEL = """
 [model]
@@ -51,7 +51,7 @@ def make_bert_encoder(nlp: Language, name: str, model: Model, doc_pooling: str, 
     return BertEncoder(nlp.vocab, model, name, doc_pooling=doc_pooling, store_wordpieces=store_wordpieces)
 
 
-class BertEncoder(TrainablePipe):
+class BertEncoder(HFSerializationMixin, TrainablePipe):
     def __init__(
         self, vocab: Vocab, model: Model, name: str = "bert_encoder", *,
         doc_pooling: str = "mean", store_wordpieces: bool = False,
@@ -181,16 +181,3 @@ class BertEncoder(TrainablePipe):
 
     def add_label(self, label):
         raise NotImplementedError
-
-    # -- serialization ---------------------------------------------------------
-    def to_disk(self, path, *, exclude=tuple()):
-        save_component(self, path, exclude)
-
-    def from_disk(self, path, *, exclude=tuple()):
-        return load_component(self, path, exclude)
-
-    def to_bytes(self, *, exclude=tuple()):
-        return component_to_bytes(self, exclude)
-
-    def from_bytes(self, bytes_data, *, exclude=tuple()):
-        return component_from_bytes(self, bytes_data, exclude)

@@ -86,3 +86,20 @@ def component_from_bytes(pipe, data: bytes, exclude: Iterable[str] = tuple()):
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(content)
         return load_component(pipe, Path(tmp), exclude)
+
+
+class HFSerializationMixin:
+    """to_disk / from_disk / to_bytes / from_bytes for a TrainablePipe whose
+    model holds Hugging Face torch modules (see the module docstring)."""
+
+    def to_disk(self, path, *, exclude=tuple()):
+        save_component(self, path, exclude)
+
+    def from_disk(self, path, *, exclude=tuple()):
+        return load_component(self, path, exclude)
+
+    def to_bytes(self, *, exclude=tuple()):
+        return component_to_bytes(self, exclude)
+
+    def from_bytes(self, bytes_data, *, exclude=tuple()):
+        return component_from_bytes(self, bytes_data, exclude)

@@ -18,7 +18,7 @@ from thinc.types import Floats2d
 
 from ..errors import Errors, Warnings, warn
 from ..models.encoder import is_windowed_model
-from .serialization import component_from_bytes, component_to_bytes, load_component, save_component
+from .serialization import HFSerializationMixin
 
 DEFAULT_TEXTCAT_MODEL = """
 [model]
@@ -105,7 +105,7 @@ def _accuracy(examples: List[Example], labels, multi_label: bool, threshold: flo
     return right / total if total else None
 
 
-class BertTextCategorizer(TrainablePipe):
+class BertTextCategorizer(HFSerializationMixin, TrainablePipe):
     def __init__(
         self, vocab: Vocab, model: Model, name: str = "bert_textcat", *,
         exclusive_classes: bool = True, threshold: float = 0.5, labels: Sequence[str] = (),
@@ -281,19 +281,6 @@ class BertTextCategorizer(TrainablePipe):
         kwargs.setdefault("multi_label", not self.cfg["exclusive_classes"])
         kwargs.setdefault("threshold", self.cfg["threshold"])
         return self.scorer(examples, **kwargs)
-
-    # -- serialization ---------------------------------------------------------
-    def to_disk(self, path, *, exclude=tuple()):
-        save_component(self, path, exclude)
-
-    def from_disk(self, path, *, exclude=tuple()):
-        return load_component(self, path, exclude)
-
-    def to_bytes(self, *, exclude=tuple()):
-        return component_to_bytes(self, exclude)
-
-    def from_bytes(self, bytes_data, *, exclude=tuple()):
-        return component_from_bytes(self, bytes_data, exclude)
 
 
 def _check_label(label) -> None:

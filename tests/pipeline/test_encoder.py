@@ -192,3 +192,19 @@ def test_exact_encoder_loss_is_the_squared_listener_gradient(tiny_bert):
     grad = numpy.full((3, width), 0.5, dtype="float32")
     listener._backprop(EncoderOutput(None, None, grad))
     assert losses["bert_encoder"] == pytest.approx(3 * width * 0.25)
+
+
+def test_spacy_textcat_on_the_listener(tiny_bert):
+    nlp = encoder_nlp(tiny_bert)
+    nlp.add_pipe("textcat", config={"model": {
+        "@architectures": "spacy.TextCatReduce.v1", "exclusive_classes": True,
+        "use_reduce_first": False, "use_reduce_last": False, "use_reduce_max": True, "use_reduce_mean": True,
+        "tok2vec": {"@architectures": "spacy-gptbert.EncoderListener.v1", "pooling": "tokens"}}})
+    data = [("a good movie", "POS"), ("a bad film", "NEG"), ("i loved it", "POS"), ("boring and dull", "NEG")]
+    egs = [Example.from_dict(nlp.make_doc(t), {"cats": {"POS": float(y == "POS"), "NEG": float(y == "NEG")}})
+           for t, y in data]
+    optimizer = nlp.initialize(lambda: egs)
+    for _ in range(60):
+        nlp.update(egs, sgd=optimizer)
+    assert nlp.evaluate(egs)["cats_macro_f"] == 1.0
+

@@ -29,7 +29,7 @@ from ..errors import Errors, Warnings, warn
 from ..models import generator_model as lm_model
 from ..models.gpt import GenerationSettings, Rows
 from .prompts import PromptFunc, as_prompt, top_label, uses_text
-from .serialization import component_from_bytes, component_to_bytes, load_component, save_component
+from .serialization import HFSerializationMixin
 
 __all__ = ["GPTGenerator", "make_gpt_generator", "generator_score", "generation_agreement"]
 
@@ -207,7 +207,7 @@ def check_settings(s: GenerationSettings, on_long_prompt: str, mode: str) -> Non
 # ---------------------------------------------------------------------------
 
 
-class GPTGenerator(TrainablePipe):
+class GPTGenerator(HFSerializationMixin, TrainablePipe):
     def __init__(
         self, vocab: Vocab, model: Model, name: str = "gpt_generator", *, nlp: Optional[Language] = None,
         prompt: Union[str, PromptFunc] = "{text}", mode: str = "lm",
@@ -397,16 +397,3 @@ class GPTGenerator(TrainablePipe):
                 nll[src] += float(value)
                 n_tokens[src] += sum(t != -100 for t in tgt)
         return [(float(nll[i]), int(n_tokens[i]), len(targets[i])) for i in range(len(examples))]
-
-    # -- serialization -----------------------------------------------------
-    def to_disk(self, path, *, exclude=tuple()):
-        save_component(self, path, exclude)
-
-    def from_disk(self, path, *, exclude=tuple()):
-        return load_component(self, path, exclude)
-
-    def to_bytes(self, *, exclude=tuple()):
-        return component_to_bytes(self, exclude)
-
-    def from_bytes(self, bytes_data, *, exclude=tuple()):
-        return component_from_bytes(self, bytes_data, exclude)

@@ -11,7 +11,9 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy
 from spacy.tokens import Doc
-from thinc.api import ArgsKwargs, Model, PyTorchGradScaler, PyTorchShim, Ragged, torch2xp, xp2torch
+from thinc.api import (
+    ArgsKwargs, Model, PyTorchGradScaler, PyTorchShim, Ragged, get_torch_default_device, torch2xp, xp2torch,
+)
 from thinc.layers.pytorchwrapper import forward as pytorch_forward
 from thinc.types import Floats2d
 
@@ -157,22 +159,24 @@ def attach_transformer(model: Model, hf_model, tokenizer) -> None:
     if not (0 < stride <= window <= max_window):
         raise ValueError(Errors.E102.format(window=window, stride=stride, max_window=max_window))
     if model.attrs["kind"] == "seq_cls":
-        module = WindowedClassifier(hf_model)
+        module = WindowedClassifier(hf_model, model.attrs["mixed_precision"])
         model.attrs["labels"] = [config.id2label[i] for i in range(config.num_labels)]
         model.attrs["problem_type"] = config.problem_type
         width = config.num_labels
     else:
         if getattr(hf_model, "pooler", None) is not None:
             hf_model.pooler = None  # unused: we pool ourselves; saves compute and memory
-        module = WindowedEncoder(hf_model)
+        module = WindowedEncoder(hf_model, model.attrs["mixed_precision"])
         width = config.hidden_size
     if model.attrs["freeze_embeddings"]:
         # The word-embedding matrix is about half of a small BERT's weights;
         # not updating it saves optimizer time with little loss in accuracy.
         hf_model.get_input_embeddings().weight.requires_grad_(False)
+    # thinc's shim autocasts for CUDA only; on CPU the module itself uses bf16.
+    on_gpu = get_torch_default_device().type == "cuda"
     shim = PyTorchShim(
         module,
-        mixed_precision=model.attrs["mixed_precision"],
+        mixed_precision=model.attrs["mixed_precision"] and on_gpu,
         grad_scaler=PyTorchGradScaler(**model.attrs["grad_scaler_config"]),
     )
     model.shims[:] = [shim]

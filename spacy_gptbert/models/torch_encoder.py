@@ -9,10 +9,17 @@ import torch
 from torch import nn
 
 
+def _cpu_autocast(enabled: bool, device: torch.device):
+    """bf16 autocast on CPU (fast on CPUs with AVX512-BF16/AMX). On GPU, thinc's
+    PyTorchShim already applies fp16 autocast and gradient scaling."""
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled and device.type == "cpu")
+
+
 class WindowedEncoder(nn.Module):
-    def __init__(self, transformer: nn.Module):
+    def __init__(self, transformer: nn.Module, mixed_precision: bool = False):
         super().__init__()
         self.transformer = transformer
+        self.mixed_precision = mixed_precision
 
     def forward(
         self,
@@ -48,9 +55,10 @@ class WindowedEncoder(nn.Module):
         """
         hidden = []
         for input_ids, attention_mask in chunks:
-            out = self.transformer(input_ids=input_ids, attention_mask=attention_mask)
-            last = out[0]  # (n_windows, length, d)
-            hidden.append(last[attention_mask.bool()])  # (real positions, d)
+            with _cpu_autocast(self.mixed_precision, input_ids.device):
+                last = self.transformer(input_ids=input_ids, attention_mask=attention_mask)[0]
+            # (n_windows, length, d) -> (real positions, d), pooled in float32
+            hidden.append(last[attention_mask.bool()].float())
         packed = torch.cat(hidden, dim=0)  # (P, d)
         width = packed.shape[1]
         # Window CLS rows sit at each window's first real position.
@@ -88,9 +96,10 @@ class WindowedClassifier(nn.Module):
     """A fine-tuned sequence-classification model run over strided windows;
     a doc's logits are the mean of its windows' logits."""
 
-    def __init__(self, classifier: nn.Module):
+    def __init__(self, classifier: nn.Module, mixed_precision: bool = False):
         super().__init__()
         self.classifier = classifier
+        self.mixed_precision = mixed_precision
 
     def forward(
         self,
@@ -100,7 +109,9 @@ class WindowedClassifier(nn.Module):
         n_docs: int,
         **_unused,
     ) -> torch.Tensor:
-        logits = torch.cat(
-            [self.classifier(input_ids=ids, attention_mask=mask).logits for ids, mask in chunks], dim=0
-        )  # (n_windows, n_labels), windows in processing order
+        logits = []
+        for ids, mask in chunks:
+            with _cpu_autocast(self.mixed_precision, ids.device):
+                logits.append(self.classifier(input_ids=ids, attention_mask=mask).logits.float())
+        logits = torch.cat(logits, dim=0)  # (n_windows, n_labels), windows in processing order
         return _scatter_mean(logits, window_doc, window_scale, n_docs, logits.shape[1])

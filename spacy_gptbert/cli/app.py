@@ -79,23 +79,23 @@ def demo(
     """Process a batch of new texts and print label, probability and, when the
     pipeline has a generator, the generated text."""
     import srsly
-    from spacy.tokens import Doc
     from wasabi import table
 
     if gpu_id >= 0:
         spacy.require_gpu(gpu_id)
     nlp = spacy.load(pipeline)
     texts = DEMO_TEXTS if texts_path is None else [t for t in texts_path.read_text(encoding="utf8").splitlines() if t.strip()]
+    generates = "gpt_generator" in nlp.pipe_factories.values()
     rows = []
     for doc in nlp.pipe(texts, batch_size=batch_size):
         label, prob = max(doc.cats.items(), key=lambda kv: kv[1]) if doc.cats else ("-", 0.0)
         row = [_clip(doc.text, 60), label, f"{prob:.3f}"]
-        if Doc.has_extension("generation"):
+        if generates:
             row.append(_clip(doc._.generation or "", 60))
         rows.append(row)
-    header = ["text", "label", "prob"] + (["generated"] if Doc.has_extension("generation") else [])
+    header = ["text", "label", "prob"] + (["generated"] if generates else [])
     msg.divider(f"{pipeline}: {len(texts)} texts")
-    print(table(rows, header=header, divider=True))
+    print(table(rows, header=header, divider=True, max_col=64))
     if metrics is not None and metrics.exists():
         scores = srsly.read_json(metrics)
         keys = [k for k in ("cats_acc", "cats_score", "cats_macro_f", "cats_macro_auc", "speed") if scores.get(k) is not None]

@@ -38,17 +38,23 @@ def _tagger_ner_data(path: Path) -> Path:
     return path
 
 
+TINY_GPT = {
+    "components.gpt_generator.model.n_layer": 1, "components.gpt_generator.model.n_embd": 32,
+    "components.gpt_generator.model.n_head": 2, "components.gpt_generator.model.vocab_size": 300,
+    "components.gpt_generator.max_new_tokens": 4,
+}
 CASES = [
-    ("textcat_sst2.cfg", "bert_textcat", "textcat"),
-    ("textcat_multilabel.cfg", "bert_textcat", "multilabel"),
-    ("encoder_textcat.cfg", "bert_encoder", "textcat"),
-    ("encoder_tagger_ner.cfg", "bert_encoder", "tagger_ner"),
+    ("textcat_sst2.cfg", "bert_textcat", "textcat", {}),
+    ("textcat_multilabel.cfg", "bert_textcat", "multilabel", {}),
+    ("encoder_textcat.cfg", "bert_encoder", "textcat", {}),
+    ("encoder_tagger_ner.cfg", "bert_encoder", "tagger_ner", {}),
+    ("classify_then_generate.cfg", "bert_textcat", "textcat", TINY_GPT),
 ]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("config,encoder_component,data", CASES)
-def test_config_trains_and_loads(tmp_path, tiny_bert, config, encoder_component, data):
+@pytest.mark.parametrize("config,encoder_component,data,extra", CASES)
+def test_config_trains_and_loads(tmp_path, tiny_bert, config, encoder_component, data, extra):
     if data == "tagger_ner":
         corpus = _tagger_ner_data(tmp_path / "train.spacy")
     else:
@@ -59,6 +65,7 @@ def test_config_trains_and_loads(tmp_path, tiny_bert, config, encoder_component,
         f"{prefix}.name": tiny_bert, f"{prefix}.window": 32, f"{prefix}.stride": 16,
         "training.max_steps": 6, "training.eval_frequency": 3,
         "training.optimizer.learn_rate.total_steps": 6, "training.optimizer.learn_rate.warmup_steps": 1,
+        **extra,
     }
     train(CONFIGS / config, tmp_path / "out", overrides=overrides)
     nlp = spacy.load(tmp_path / "out" / "model-last")
@@ -67,3 +74,5 @@ def test_config_trains_and_loads(tmp_path, tiny_bert, config, encoder_component,
         assert all(t.tag_ for t in doc)
     else:
         assert set(doc.cats) >= {"POSITIVE", "NEGATIVE"}
+    if "gpt_generator" in nlp.pipe_names:
+        assert isinstance(doc._.generation, str)

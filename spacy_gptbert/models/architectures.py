@@ -7,7 +7,7 @@ from spacy.util import registry
 from thinc.api import Dropout, Linear, Model, chain
 from thinc.types import Floats2d
 
-from .encoder import Encoder, EncoderOutput, HFSequenceClassifier
+from .encoder import EncoderOutput, windowed_model
 from .hf_loading import DEFAULT_ENCODER
 from .listener import EncoderListener
 from .pooling import check_pooling, select_output
@@ -32,9 +32,9 @@ def build_encoder(
         length and grouped so padding stays small.
     freeze_embeddings: do not train the word-embedding matrix.
     """
-    return Encoder(
-        name, window, stride, max_batch_tokens, mixed_precision, grad_scaler_config, trust_remote_code,
-        freeze_embeddings,
+    return windowed_model(
+        "encoder", name, window, stride, max_batch_tokens, mixed_precision, grad_scaler_config,
+        trust_remote_code, freeze_embeddings,
     )
 
 
@@ -77,7 +77,7 @@ def build_bert_textcat(
 ) -> Model[List[Doc], Floats2d]:
     """A text classifier with its own encoder: encoder -> pooling -> dropout -> linear."""
     check_pooling(pooling)
-    encoder = Encoder(
+    encoder = build_encoder(
         name, window, stride, max_batch_tokens, mixed_precision, grad_scaler_config, trust_remote_code,
         freeze_embeddings,
     )
@@ -97,7 +97,7 @@ def build_hf_sequence_classifier(
 ) -> Model[List[Doc], Floats2d]:
     """An already fine-tuned Hugging Face sequence classifier (its own head and
     id2label): predicts without training, and can be fine-tuned further."""
-    return HFSequenceClassifier(
-        name, window, stride, max_batch_tokens, mixed_precision, grad_scaler_config, trust_remote_code,
-        freeze_embeddings,
+    return windowed_model(
+        "seq_cls", name, window, stride, max_batch_tokens, mixed_precision, grad_scaler_config,
+        trust_remote_code, freeze_embeddings,
     )

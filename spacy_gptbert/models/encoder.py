@@ -59,7 +59,8 @@ def _split(ragged: Ragged) -> List[Floats2d]:
     return out
 
 
-def Encoder(
+def windowed_model(
+    kind: str,
     name: str,
     window: int = 256,
     stride: int = 192,
@@ -68,41 +69,17 @@ def Encoder(
     grad_scaler_config: Optional[Dict[str, Any]] = None,
     trust_remote_code: bool = False,
     freeze_embeddings: bool = False,
-) -> Model[List[Doc], EncoderOutput]:
-    """A BERT-family encoder (AutoModel) over strided windows -> EncoderOutput."""
-    return _windowed_model(
-        "spacy-gptbert.Encoder", "encoder", convert_outputs, name, window, stride, max_batch_tokens,
-        mixed_precision, grad_scaler_config, trust_remote_code, freeze_embeddings, return_wordpieces=False,
-    )
-
-
-def HFSequenceClassifier(
-    name: str,
-    window: int = 256,
-    stride: int = 192,
-    max_batch_tokens: int = 1024,
-    mixed_precision: bool = False,
-    grad_scaler_config: Optional[Dict[str, Any]] = None,
-    trust_remote_code: bool = False,
-    freeze_embeddings: bool = False,
-) -> Model[List[Doc], Floats2d]:
-    """An already fine-tuned AutoModelForSequenceClassification -> logits (n_docs, n_labels).
-    Its id2label is kept in attrs["labels"] once initialized."""
-    return _windowed_model(
-        "spacy-gptbert.HFSequenceClassifier", "seq_cls", convert_logits, name, window, stride,
-        max_batch_tokens, mixed_precision, grad_scaler_config, trust_remote_code, freeze_embeddings,
-        labels=None,
-    )
-
-
-def _windowed_model(
-    model_name, kind, convert_out, name, window, stride, max_batch_tokens,
-    mixed_precision, grad_scaler_config, trust_remote_code, freeze_embeddings, **extra_attrs,
 ) -> Model:
+    """A Hugging Face model run over strided windows of each doc's wordpieces.
+
+    kind "encoder": AutoModel -> EncoderOutput (tokens, cls, mean).
+    kind "seq_cls": an already fine-tuned AutoModelForSequenceClassification ->
+        logits (n_docs, n_labels); its id2label is in attrs["labels"] once loaded.
+    """
     if not (0 < stride <= window):
         raise ValueError(Errors.E102.format(window=window, stride=stride, max_window="n_positions - 2"))
     return Model(
-        model_name,
+        MODEL_NAMES[kind],
         pytorch_forward,
         init=init_windowed_model,
         dims={"nO": None},
@@ -117,17 +94,18 @@ def _windowed_model(
             "trust_remote_code": trust_remote_code,
             "freeze_embeddings": freeze_embeddings,
             "convert_inputs": convert_inputs,
-            "convert_outputs": convert_out,
+            "convert_outputs": convert_outputs if kind == "encoder" else convert_logits,
             "tokenizer": None,
             # serialization hooks (pipeline/serialization.py)
             "hf_parts": get_hf_parts,
             "hf_load": load_into,
-            **extra_attrs,
+            "labels": None,
         },
     )
 
 
 AUTO_CLASSES = {"encoder": "AutoModel", "seq_cls": "AutoModelForSequenceClassification"}
+MODEL_NAMES = {"encoder": "spacy-gptbert.Encoder", "seq_cls": "spacy-gptbert.HFSequenceClassifier"}
 
 
 def is_windowed_model(node: Model) -> bool:
@@ -161,7 +139,6 @@ def attach_transformer(model: Model, hf_model, tokenizer) -> None:
     if model.attrs["kind"] == "seq_cls":
         module = WindowedClassifier(hf_model, model.attrs["mixed_precision"])
         model.attrs["labels"] = [config.id2label[i] for i in range(config.num_labels)]
-        model.attrs["problem_type"] = config.problem_type
         width = config.num_labels
     else:
         if getattr(hf_model, "pooler", None) is not None:

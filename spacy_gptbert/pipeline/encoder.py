@@ -102,6 +102,10 @@ class BertEncoder(HFSerializationMixin, TrainablePipe):
         for doc in docs:
             if not isinstance(doc, Doc):
                 raise TypeError(Errors.E101.format(type=type(doc).__name__))
+        if not docs:
+            ops, width = self.model.ops, self.model.get_dim("nO")
+            empty = ops.alloc2f(0, width)
+            return EncoderOutput(Ragged(empty, ops.alloc1i(0)), empty, empty)
         return self.model.predict(docs)
 
     def set_annotations(self, docs: Sequence[Doc], outputs: EncoderOutput) -> None:

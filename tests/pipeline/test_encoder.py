@@ -65,6 +65,7 @@ def test_empty_and_whitespace_docs(tiny_bert):
     init(nlp)
     docs = list(nlp.pipe(["", "   ", "good", "\n\n"]))
     assert [d.tensor.shape[0] for d in docs] == [len(d) for d in docs]
+    assert nlp.get_pipe("bert_encoder").predict([]).cls.shape[0] == 0
     assert docs[0].vector.shape == docs[2].vector.shape
 
 

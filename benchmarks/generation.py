@@ -6,8 +6,8 @@ same batch size vs one prompt at a time, side by side in one process.
 The model is a GPT-2 of the size of configs/generator_scratch.cfg (4 layers,
 width 256, BPE 2048) with random weights and a tokenizer trained on the spot:
 speed does not depend on the weights. Prompts are SST-2 dev sentences. New
-tokens are counted the same way for every contender (the generated text
-re-encoded). Prints a table and writes benchmarks/results/generation.json.
+tokens are exactly max_new_tokens per prompt for every contender (EOS is
+suppressed through the model's generation config). Prints a table and writes benchmarks/results/generation.json.
 """
 import argparse
 import json
@@ -26,16 +26,16 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 
 
-def build_model(path: Path) -> None:
+def build_model(path: Path, max_new_tokens: int) -> None:
     text = (SHARED / "tinyshakespeare" / "input.txt").read_text(encoding="utf8")
     tokenizer = train_bpe_tokenizer(text.split("\n\n"), vocab_size=2048)
     lm = build_gpt2_lm(tokenizer, n_layer=4, n_head=4, n_embd=256, n_positions=128)
+    # A random model may emit EOS at any step; forbid it (in the saved generation
+    # config, which every contender's `generate` reads) so all generate exactly
+    # max_new_tokens per prompt and the token counts are equal by construction.
+    lm.generation_config.min_new_tokens = max_new_tokens
     lm.save_pretrained(path, safe_serialization=True)
     tokenizer.save_pretrained(path)
-
-
-def count_new(tokenizer, texts) -> int:
-    return sum(len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts)
 
 
 def run_ours(nlp, prompts, batch_size):
@@ -67,7 +67,7 @@ def main() -> None:
     args = parser.parse_args()
     prompts = [t for t, _ in read_tsv(SHARED / "sst2" / "dev.tsv")][: args.n_prompts]
     with tempfile.TemporaryDirectory() as tmp:
-        build_model(Path(tmp))
+        build_model(Path(tmp), args.max_new_tokens)
         nlp = spacy.blank("en")
         nlp.add_pipe("gpt_generator", config={
             "model": {"@architectures": "spacy-gptbert.CausalLM.v1", "name": tmp},
@@ -85,8 +85,10 @@ def main() -> None:
             ("HF generate, one prompt at a time", lambda: run_hf(lm, tokenizer, prompts, 1, args.max_new_tokens)),
         ]:
             seconds, texts = fn()
-            rows.append({"contender": name, "seconds": seconds, "new_tokens": count_new(tokenizer, texts),
-                         "tokens_per_s": count_new(tokenizer, texts) / seconds})
+            assert len(texts) == len(prompts)
+            new_tokens = len(prompts) * args.max_new_tokens
+            rows.append({"contender": name, "seconds": seconds, "new_tokens": new_tokens,
+                         "tokens_per_s": new_tokens / seconds})
     base = rows[1]["tokens_per_s"]
     one = rows[2]["tokens_per_s"]
     print(f"{'contender':48} {'s':>7} {'new tok':>8} {'tok/s':>8} {'vs HF batch':>11} {'vs one-at-a-time':>16}")

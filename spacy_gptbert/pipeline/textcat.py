@@ -248,15 +248,14 @@ class BertTextCategorizer(HFSerializationMixin, TrainablePipe):
                 raise ValueError(Errors.E112.format(name=self.name, given=list(self.labels),
                                                     model_labels=model_labels))
             self.cfg["labels"] = list(model_labels)
-        elif not self.labels:
-            for eg in examples:
-                self._check_cats(eg.reference.cats)
+        collect = model_labels is None and not self.labels  # else the label set is fixed
+        for eg in examples:  # validate every example before any training step
+            self._check_cats(eg.reference.cats)
+            if collect:
                 for label in eg.reference.cats:
                     self.add_label(label)
         if not self.labels:
             raise ValueError(Errors.E106.format(name=self.name))
-        for eg in examples:
-            self._check_cats(eg.reference.cats)
         sample = [eg.x for eg in examples[:10]]
         self.model.initialize(X=sample, Y=self.model.ops.alloc2f(len(sample), len(self.labels)))
 

@@ -11,6 +11,7 @@ from typing import Iterable, Iterator, List, Optional, Sequence
 import torch
 
 from ..errors import Errors
+from . import torch_threads  # noqa: F401  (fork-safe thread settings)
 
 EOS_TOKEN = "<|endoftext|>"  # GPT-2's document separator; also our BOS
 PAD_TOKEN = "<|pad|>"  # a separate pad id keeps padding distinguishable from EOS

@@ -8,6 +8,8 @@ from typing import List, Tuple
 import torch
 from torch import nn
 
+from . import torch_threads  # noqa: F401  (fork-safe thread settings)
+
 
 def _cpu_autocast(enabled: bool, device: torch.device):
     """bf16 autocast on CPU (fast on CPUs with AVX512-BF16/AMX). On GPU, thinc's

@@ -209,3 +209,32 @@ def test_spacy_textcat_on_the_listener(tiny_bert):
         nlp.update(egs, sgd=optimizer)
     assert nlp.evaluate(egs)["cats_macro_f"] == 1.0
 
+
+
+MULTIPROCESS_SCRIPT = """
+import json, sys
+import spacy
+nlp = spacy.blank("en")
+nlp.add_pipe("bert_encoder", config={"model": {"name": sys.argv[1], "window": 32, "stride": 16}})
+nlp.initialize()
+texts = ["a good movie", "bad", "", "i hated the ending " * 10] * 3
+single = [d.tensor.tolist() for d in nlp.pipe(texts)]
+multi = [d.tensor.tolist() for d in nlp.pipe(texts, n_process=2, batch_size=4)]
+print(json.dumps({"n": len(multi), "same": single == multi or all(
+    abs(a - b) < 1e-5 for s, m in zip(single, multi) for ra, rb in zip(s, m) for a, b in zip(ra, rb))}))
+"""
+
+
+def test_multiprocess_pipe_matches_single_process(tiny_bert):
+    """nlp.pipe(n_process=2) after the parent has used torch: no hang (fork-safe
+    threads), every doc comes back, in order, with the same tensors. Run in a
+    subprocess so a regression fails on the timeout instead of hanging CI."""
+    import json
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", MULTIPROCESS_SCRIPT, tiny_bert],
+                         capture_output=True, text=True, timeout=240)
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result == {"n": 12, "same": True}

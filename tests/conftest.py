@@ -1,6 +1,5 @@
 """Shared fixtures: tiny random BERT models with tokenizers trained on the
 spot, written as Hugging Face directories in tmp dirs (no files in the repo)."""
-import os
 from pathlib import Path
 
 import pytest

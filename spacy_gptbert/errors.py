@@ -113,6 +113,10 @@ class Errors(metaclass=ErrorsWithCodes):
             "{n_head}, and all sizes must be positive.")
     E209 = ("No training texts were given to train the tokenizer of the "
             "from-scratch GPT. Check the training corpus.")
+    # reliability (E220-E239)
+    E220 = ("The {what} for doc {index} is a {type}, not a string. A prompt "
+            "function must return str: check the function given as 'prompt' "
+            "(e.g. return \"\" rather than None for a doc with nothing to say).")
 
     # --- data conversion and command line -----------------------------------
     E301 = ("Could not read '{path}': {err}.")

@@ -28,6 +28,7 @@ from thinc.api import Config, Model, Optimizer, set_dropout_rate
 from ..errors import Errors, Warnings, warn
 from ..models import generator_model as lm_model
 from ..models.gpt import GenerationSettings, Rows
+from ..text_checks import clean_texts
 from .prompts import PromptFunc, as_prompt, top_label, uses_text
 from .serialization import HFSerializationMixin
 
@@ -202,6 +203,12 @@ def check_settings(s: GenerationSettings, on_long_prompt: str, mode: str) -> Non
         bad("on_long_prompt", on_long_prompt, 'use "truncate" or "error".')
 
 
+def encode(lm: Model, texts: Sequence[str], what: str = "text") -> List[List[int]]:
+    """Token ids of texts made safe for the Rust tokenizer (text_checks): a
+    lone surrogate in one document must not stop a pipe or a training run."""
+    return lm_model.encode(lm, clean_texts(texts, what))
+
+
 # ---------------------------------------------------------------------------
 # The component
 # ---------------------------------------------------------------------------
@@ -257,7 +264,8 @@ class GPTGenerator(HFSerializationMixin, TrainablePipe):
     def prompt_ids(self, docs: Sequence[Doc]) -> List[List[int]]:
         """[BOS] + prompt tokens per doc, fitted into the context (see on_long_prompt)."""
         bos, _, _ = lm_model.special_ids(self.lm)
-        ids = [[bos] + p for p in lm_model.encode(self.lm, [self.prompt(doc) for doc in docs])]
+        prompts = [self._prompt_text(doc, i) for i, doc in enumerate(docs)]
+        ids = [[bos] + p for p in encode(self.lm, prompts, "prompt")]
         room = self._prompt_room()
         for i, p in enumerate(ids):
             if len(p) <= room:
@@ -271,6 +279,14 @@ class GPTGenerator(HFSerializationMixin, TrainablePipe):
                 self._warned_long = True
             ids[i] = p[-room:]  # keep the end: it is what the continuation follows
         return ids
+
+    def _prompt_text(self, doc: Doc, index: int) -> str:
+        """The prompt for one doc; a registered prompt function that returns
+        something other than a string fails here with E220, not in the tokenizer."""
+        text = self.prompt(doc)
+        if not isinstance(text, str):
+            raise TypeError(Errors.E220.format(what="prompt", index=index, type=type(text).__name__))
+        return text
 
     def _prompt_room(self) -> int:
         room = lm_model.context_size(self.lm) - self.settings.max_new_tokens
@@ -326,16 +342,16 @@ class GPTGenerator(HFSerializationMixin, TrainablePipe):
         [BOS] prompt completion [EOS] sequence per example, prompt masked."""
         lm = self.lm
         if self.mode == "lm":
-            ids = lm_model.encode(lm, [eg.reference.text for eg in examples])
+            ids = encode(lm, [eg.reference.text for eg in examples])
             shift = random.randrange(lm_model.context_size(lm)) if shuffle else 0
             return lm_model.packed_rows(lm, ids, shift)
         prompts, completions = self._prompt_pairs(examples)
-        return lm_model.sequence_rows(lm, lm_model.encode(lm, prompts), lm_model.encode(lm, completions), True)
+        return lm_model.sequence_rows(lm, encode(lm, prompts, "prompt"), encode(lm, completions), True)
 
     def _prompt_pairs(self, examples: List[Example]) -> Tuple[List[str], List[str]]:
         prompts, completions = [], []
         for i, eg in enumerate(examples):
-            prompts.append(self.prompt(eg.reference))
+            prompts.append(self._prompt_text(eg.reference, i))
             completions.append(self._completion(eg.reference, i))
         return prompts, completions
 
@@ -360,7 +376,7 @@ class GPTGenerator(HFSerializationMixin, TrainablePipe):
             texts = [p + c for p, c in zip(prompts, completions)]
         else:
             texts = [eg.reference.text for eg in examples]
-        self.model.initialize(X=texts)
+        self.model.initialize(X=clean_texts(texts))  # the scratch tokenizer trains on them
         self._prompt_room()
 
     # -- scoring -----------------------------------------------------------
@@ -380,10 +396,10 @@ class GPTGenerator(HFSerializationMixin, TrainablePipe):
         if self.mode == "lm":
             targets = [eg.reference.text for eg in examples]
             prompts_ids = [[] for _ in examples]
-            rows = lm_model.sequence_rows(lm, prompts_ids, lm_model.encode(lm, targets), add_eos=False)
+            rows = lm_model.sequence_rows(lm, prompts_ids, encode(lm, targets), add_eos=False)
         else:
             prompts, targets = self._prompt_pairs(examples)
-            rows = lm_model.sequence_rows(lm, lm_model.encode(lm, prompts), lm_model.encode(lm, targets), True)
+            rows = lm_model.sequence_rows(lm, encode(lm, prompts, "prompt"), encode(lm, targets), True)
         nll = numpy.zeros((len(examples),), dtype="float64")
         n_tokens = numpy.zeros((len(examples),), dtype="int64")
         # Similar lengths together: less padding per forward.

@@ -123,6 +123,40 @@ class Errors(metaclass=ErrorsWithCodes):
     E302 = ("Line {line} of '{path}' is malformed: {why}")
     E303 = ("Unknown input format '{fmt}'. Use one of: {options}.")
     E304 = ("The input '{path}' matched no files.")
+    # project workflows and continued MLM pretraining (E320-E349)
+    E320 = ("'{path}' holds no texts for masked-LM pretraining. Give a .spacy "
+            "file, a TSV with a 'sentence' column, or a text file with one text per line.")
+    E321 = ("The encoder weights in '{path}' did not load into the masked-LM model "
+            "(missing or unexpected: {missing}). Use a BERT-family encoder directory "
+            "whose weights match its config.json.")
+    E322 = ("The model in '{path}' has no masked-LM class in transformers ({err}). "
+            "Continued MLM pretraining needs a BERT-family encoder (bert, roberta, ...).")
+    E323 = ("Invalid MLM pretraining settings: steps={steps}, batch_size={batch_size}; "
+            "both must be at least 1.")
+
+    # --- apply at scale (spacy_gptbert.scaleout) ----------------------------
+    E350 = ("The input '{path}' changed since this output was started ({why}), so "
+            "the finished parts may not match it. Restore the input, or start again "
+            "with a new output path or --overwrite.")
+    E351 = ("Unknown output format '{fmt}'. Use one of: {options}.")
+    E352 = ("Invalid setting {setting}={value!r}: it must be at least 1.")
+    E353 = ("The output '{path}' cannot be used for this run: {why}. Pass a new "
+            "(or empty) directory; to resume, rerun with the same input and settings; "
+            "to discard an earlier apply output, add --overwrite.")
+    E354 = ("Line {line} of '{path}' has no text under the key '{key}'. Each JSONL "
+            "record needs a string there; pick the key with --text-key.")
+    E355 = ("--vectors was asked for, but the pipeline gives doc {id} no vector. "
+            "Add a bert_encoder (it sets doc.vector) or static vectors to the "
+            "pipeline, or leave out --vectors.")
+    E356 = ("Unknown backend '{backend}'. Use one of: {options}.")
+    E357 = ("The ray backend needs Ray Data, which is not installed. Install it "
+            "with `pip install \"spacy-gptbert[ray]\"` (or `pip install \"ray[data]\"`), "
+            "or use --backend local.")
+    E358 = ("The run stopped before every part was written ({why}). Finished "
+            "parts are kept in '{output}': run the same command again to do the rest.")
+    E359 = ("The code file '{path}' does not exist. Pass the path of a Python "
+            "file with your registered functions to --code (it must exist on every "
+            "worker machine too).")
 
 
 def warn(message: str) -> None:

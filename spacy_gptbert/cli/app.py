@@ -3,6 +3,7 @@ from typing import Optional
 
 import spacy
 import typer
+from tqdm import tqdm
 from wasabi import msg
 
 from ..errors import Errors
@@ -54,7 +55,12 @@ def convert(
         parts = [(output_path, train), (dev_output, dev)]
     for path, part in parts:
         path.parent.mkdir(parents=True, exist_ok=True)
-        to_docbin(nlp, part, labels).to_disk(path)
+        docbin = to_docbin(nlp, [], labels)
+        with tqdm(total=len(part), desc=f"convert {path.name}", unit="doc", disable=None, leave=False) as bar:
+            for start in range(0, len(part), 2000):  # chunks, so the bar moves while tokenizing
+                docbin.merge(to_docbin(nlp, part[start : start + 2000], labels))
+                bar.update(len(part[start : start + 2000]))
+        docbin.to_disk(path)
         msg.good(f"Wrote {len(part)} docs with labels {labels} to {path}")
 
 
@@ -89,7 +95,9 @@ def demo(
     texts = DEMO_TEXTS if texts_path is None else [t for t in texts_path.read_text(encoding="utf8").splitlines() if t.strip()]
     generates = "gpt_generator" in nlp.pipe_factories.values()
     rows = []
-    for doc in nlp.pipe(texts, batch_size=batch_size):
+    docs = nlp.pipe(texts, batch_size=batch_size)
+    for doc in tqdm(docs, total=len(texts), desc="classify and generate" if generates else "classify",
+                    unit="text", disable=None, leave=False):
         label, prob = max(doc.cats.items(), key=lambda kv: kv[1]) if doc.cats else ("-", 0.0)
         row = [_clip(doc.text, 60), label, f"{prob:.3f}"]
         if generates:
@@ -108,3 +116,33 @@ def demo(
 def _clip(text: str, width: int) -> str:
     text = " ".join(text.split())
     return text if len(text) <= width else text[: width - 1] + "…"
+
+
+@app.command("pretrain-mlm")
+def pretrain_mlm_command(
+    input_path: Path = typer.Argument(..., help="In-domain texts: .spacy file, TSV with a 'sentence' column, or one text per line"),
+    output_dir: Path = typer.Argument(..., help="Output Hugging Face encoder directory (bert_textcat's `name` can point here)"),
+    model: str = typer.Option("sentence-transformers/all-MiniLM-L6-v2", "--model", "-m", help="Encoder name or directory"),
+    steps: int = typer.Option(500, help="Training steps (batches)"),
+    batch_size: int = typer.Option(32, help="Texts per batch"),
+    learn_rate: float = typer.Option(5e-5, help="Peak learning rate of the encoder"),
+    head_learn_rate: float = typer.Option(1e-3, help="Peak learning rate of a freshly built MLM head"),
+    max_length: int = typer.Option(128, help="Wordpieces per text (longer texts are truncated)"),
+    mlm_probability: float = typer.Option(0.15, help="Share of wordpieces to predict"),
+    dev: Optional[Path] = typer.Option(None, help="Held-out texts: masked-LM loss/accuracy before and after"),
+    limit: int = typer.Option(0, help="Use only the first N texts (0 = all)"),
+    seed: int = typer.Option(0, help="Seed of batch order and masking"),
+    mixed_precision: bool = typer.Option(False, help="fp16 autocast + gradient scaling on GPU, bf16 autocast on CPU"),
+    gpu_id: int = typer.Option(-1, help="GPU id, -1 for CPU"),
+) -> None:
+    """Continue masked-LM pretraining of an encoder on in-domain text, before fine-tuning."""
+    from ..training.mlm import perplexity, run
+
+    report = run(input_path, output_dir, model_name=model, steps=steps, dev_path=dev, limit=limit, gpu_id=gpu_id,
+                 batch_size=batch_size, learn_rate=learn_rate, head_learn_rate=head_learn_rate,
+                 max_length=max_length, mlm_probability=mlm_probability, seed=seed, mixed_precision=mixed_precision)
+    for key in ("dev_before", "dev_after"):
+        if key in report:
+            r = report[key]
+            msg.info(f"{key}: MLM loss {r['mlm_loss']:.3f} (ppl {perplexity(r['mlm_loss']):.1f}), accuracy {r['mlm_acc']:.3f}")
+    msg.good(f"{report['steps']} steps in {report['train_seconds']}s; encoder written to {output_dir}")

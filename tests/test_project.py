@@ -1,0 +1,226 @@
+"""The spaCy project (project.yml) and its scripts: the workflows are complete
+(every step's inputs exist or come from an earlier step), the scripts work on
+tiny pipelines, and, on a GPU machine, all three components follow thinc's GPU."""
+import importlib.util
+import json
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import spacy
+import srsly
+from spacy.tokens import DocBin
+from spacy.training import Example
+
+ROOT = Path(__file__).resolve().parents[1]
+PROJECT = srsly.read_yaml(ROOT / "project.yml")
+COMMANDS = {c["name"]: c for c in PROJECT["commands"]}
+
+torch = pytest.importorskip("torch")
+has_gpu = torch.cuda.is_available()
+
+
+def load_script(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def substitute(text: str) -> str:
+    for key, value in PROJECT["vars"].items():
+        text = text.replace("${vars.%s}" % key, str(value))
+    return text
+
+
+def test_project_validates_with_spacy():
+    from weasel.util import load_project_config
+
+    config = load_project_config(ROOT)
+    assert {"quick", "all", "all_gpu"} <= set(config["workflows"])
+    assert config["vars"]["gpu_id"] == -1
+    for asset in config["assets"]:
+        assert asset["url"].startswith("https://") and len(asset["checksum"]) == 32
+
+
+@pytest.mark.parametrize("workflow", ["quick", "all", "all_gpu"])
+def test_workflow_inputs_exist_or_come_from_earlier_steps(workflow):
+    produced = set()
+    for step in PROJECT["workflows"][workflow]:
+        command = COMMANDS[step]
+        for dep in map(substitute, command.get("deps", [])):
+            assert (ROOT / dep).exists() or any(dep == p or dep.startswith(p + "/") for p in produced), \
+                f"{workflow}: {step} needs {dep}, which no earlier step writes"
+        produced.update(map(substitute, command.get("outputs", [])))
+        for line in command["script"]:
+            words = shlex.split(substitute(line))
+            scripts = [w for w in words if w.startswith("scripts/")]
+            assert all((ROOT / s).exists() for s in scripts), line
+            configs = [w for w in words if w.startswith("configs/")]
+            assert all((ROOT / c).exists() for c in configs), line
+
+
+def test_all_gpu_trains_on_the_gpu_and_all_on_the_cpu():
+    for step in PROJECT["workflows"]["all"]:
+        for line in COMMANDS[step]["script"]:
+            if "-m spacy train " in line or "pretrain-mlm" in line:
+                assert "--gpu-id -1" in line, line
+    trains = 0
+    for step in PROJECT["workflows"]["all_gpu"]:
+        for line in COMMANDS[step]["script"]:
+            if "-m spacy train " in line or "pretrain-mlm" in line:
+                assert "--gpu-id ${vars.gpu_id}" in line, line
+                trains += 1
+    assert trains == 6
+
+
+def test_quick_and_all_train_the_same_components():
+    trained = lambda wf: sorted(s.replace("-quick", "").replace("-gpu", "") for s in PROJECT["workflows"][wf])
+    assert {"train-textcat", "train-generator", "assemble", "package", "demo"} <= set(trained("quick"))
+    assert trained("all") == trained("all_gpu")[1:] or set(trained("all")) <= set(trained("all_gpu"))
+
+
+def test_every_training_logs_jsonl_for_the_plots():
+    for command in PROJECT["commands"]:
+        for line in command["script"]:
+            if "-m spacy train " in line:
+                out = shlex.split(line)[shlex.split(line).index("--output") + 1]
+                assert f"--training.logger.output_file {out}/log.jsonl" in line, command["name"]
+                assert f"{out}/log.jsonl" in command["outputs"], command["name"]
+                # spaCy's logger refuses to overwrite a log: each run starts clean.
+                assert command["script"][0] == f"rm -rf {out}", command["name"]
+
+
+def test_get_assets_copies_and_checks(tmp_path, monkeypatch):
+    get_assets = load_script("get_assets")
+    data = tmp_path / "data"
+    for asset in PROJECT["assets"]:
+        rel = Path(asset["dest"]).relative_to("assets")
+        (data / rel).parent.mkdir(parents=True, exist_ok=True)
+        (data / rel).write_text("not the real file")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "project.yml").write_text((ROOT / "project.yml").read_text())
+    with pytest.raises(SystemExit, match="checksum"):
+        get_assets.main(str(data), "assets")
+
+
+# --- scripts on tiny pipelines ------------------------------------------------
+
+TINY_GPT = {
+    "@architectures": "spacy-gptbert.GPT.v1", "n_layer": 1, "n_head": 2, "n_embd": 32,
+    "n_positions": 64, "vocab_size": 300, "min_frequency": 1, "seed": 0,
+}
+REVIEWS = [("a good movie", "POSITIVE"), ("great fun", "POSITIVE"), ("a bad film", "NEGATIVE"),
+           ("boring and dull", "NEGATIVE")]
+
+
+def _examples(nlp):
+    return [Example.from_dict(nlp.make_doc(t), {"cats": {"POSITIVE": float(y == "POSITIVE"),
+                                                         "NEGATIVE": float(y == "NEGATIVE")}})
+            for t, y in REVIEWS]
+
+
+@pytest.fixture(scope="module")
+def tiny_pipelines(tmp_path_factory):
+    from tests.conftest import build_tiny_bert
+
+    base = tmp_path_factory.mktemp("pipes")
+    bert = build_tiny_bert(base / "bert")
+    textcat = spacy.blank("en")
+    textcat.add_pipe("bert_textcat", config={"model": {"name": str(bert)}})
+    opt = textcat.initialize(get_examples=lambda: _examples(textcat))
+    for _ in range(3):
+        textcat.update(_examples(textcat), sgd=opt)
+    textcat.to_disk(base / "textcat")
+    gen = spacy.blank("en")
+    gen.add_pipe("gpt_generator", config={
+        "model": TINY_GPT, "mode": "prompt", "max_new_tokens": 5,
+        "prompt": {"@misc": "spacy-gptbert.template_prompt.v1", "template": "{label} review: ",
+                   "label_names": {"POSITIVE": "positive", "NEGATIVE": "negative"}}})
+    opt = gen.initialize(get_examples=lambda: _examples(gen))
+    for _ in range(3):
+        gen.update(_examples(gen), sgd=opt)
+    gen.to_disk(base / "gen")
+    DocBin(docs=[eg.reference for eg in _examples(textcat)]).to_disk(base / "dev.spacy")
+    return base
+
+
+def test_assemble_classifies_then_generates(tiny_pipelines, tmp_path):
+    assemble = load_script("assemble")
+    out = assemble.assemble(tiny_pipelines / "textcat", tiny_pipelines / "gen", tmp_path / "both", name="tiny")
+    nlp = spacy.load(out)
+    assert nlp.pipe_names == ["bert_textcat", "gpt_generator"]
+    assert nlp.meta["name"] == "tiny"
+    doc = nlp("what a good movie")
+    assert set(doc.cats) == {"POSITIVE", "NEGATIVE"}
+    assert isinstance(doc._.generation, str)
+    # The generator's prompt reads the label the classifier just predicted.
+    gen = nlp.get_pipe("gpt_generator")
+    label = max(doc.cats, key=doc.cats.get)
+    assert gen.prompt(doc) == f"{label.lower()} review: "
+
+
+def test_demo_on_assembled_pipeline_prints_table(tiny_pipelines, tmp_path):
+    assemble = load_script("assemble")
+    out = assemble.assemble(tiny_pipelines / "textcat", tiny_pipelines / "gen", tmp_path / "both")
+    metrics = tmp_path / "m.json"
+    metrics.write_text(json.dumps({"cats_acc": 0.5, "speed": 100.0}))
+    result = subprocess.run([sys.executable, "-m", "spacy_gptbert", "demo", str(out), "--metrics", str(metrics)],
+                            capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "generated" in result.stdout and "cats_acc" in result.stdout
+    assert "An absolute joy" in result.stdout
+
+
+def test_compare_metrics(tmp_path):
+    compare = load_script("compare_metrics")
+    (tmp_path / "a.json").write_text(json.dumps({"cats_acc": 0.80, "cats_score": 0.79, "speed": 3.0}))
+    (tmp_path / "b.json").write_text(json.dumps({"cats_acc": 0.85, "cats_score": 0.84}))
+    result = compare.compare(tmp_path / "out.json", [f"base={tmp_path / 'a.json'}", f"mlm={tmp_path / 'b.json'}"])
+    assert result["differences"]["mlm"]["cats_acc"] == pytest.approx(0.05)
+    assert json.loads((tmp_path / "out.json").read_text())["baseline"] == "base"
+
+
+def test_plots_from_log_and_pipeline(tiny_pipelines, tmp_path):
+    pytest.importorskip("matplotlib")
+    plots = load_script("plots")
+    log = tmp_path / "log.jsonl"
+    rows = [{"epoch": 0, "step": s, "losses": {"bert_textcat": l}, "scores": {"cats_acc": a, "speed": 9.0},
+             "score": a / 100} for s, l, a in [(0, 0.0, 50.0), (200, 100.0, 80.0), (400, 60.0, 85.0)]]
+    srsly.write_jsonl(log, rows)
+    assert plots.loss_per_step(rows)["bert_textcat"] == ([200, 400], [0.5, 0.3])
+    assert "speed" not in plots.scores_per_step(rows)
+    assert plots.plot_curves(log, tmp_path / "curves.png").stat().st_size > 1000
+    out = plots.plot_confusion(str(tiny_pipelines / "textcat"), tiny_pipelines / "dev.spacy", tmp_path / "cm.png")
+    assert out.stat().st_size > 1000
+    counts = json.loads((tmp_path / "cm.json").read_text())
+    assert counts["labels"] == ["NEGATIVE", "POSITIVE"] and sum(map(sum, counts["matrix"])) == len(REVIEWS)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not has_gpu, reason="needs a CUDA GPU")
+def test_require_gpu_moves_all_three_components(tiny_pipelines, tmp_path):
+    """spacy.require_gpu() before spacy.load: every torch module is on CUDA and
+    the pipeline runs there (no hard-coded devices)."""
+    from thinc.api import use_ops
+
+    from tests.conftest import build_tiny_bert
+
+    assemble = load_script("assemble")
+    out = assemble.assemble(tiny_pipelines / "textcat", tiny_pipelines / "gen", tmp_path / "both")
+    spacy.require_gpu(0)
+    try:
+        nlp = spacy.load(out)
+        nlp.add_pipe("bert_encoder", first=True,
+                     config={"model": {"name": str(build_tiny_bert(tmp_path / "enc"))}})
+        nlp.get_pipe("bert_encoder").initialize(lambda: [], nlp=nlp)
+        for name, proc in nlp.pipeline:
+            for shim in proc.model.walk():
+                for s in shim.shims:
+                    assert next(s._model.parameters()).device.type == "cuda", name
+        doc = nlp("a good movie")
+        assert doc.cats and isinstance(doc._.generation, str) and doc.tensor is not None
+    finally:
+        use_ops("numpy")

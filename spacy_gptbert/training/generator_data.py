@@ -18,6 +18,7 @@ from typing import Dict, Iterable, Iterator, List, Optional, Tuple
 
 from spacy.language import Language
 from spacy.tokens import Doc, DocBin
+from tqdm import tqdm
 
 from ..errors import Errors
 
@@ -76,7 +77,8 @@ def split_train_dev(text: str, dev_fraction: float) -> Tuple[str, str]:
 
 
 def docs_from_text(nlp: Language, text: str, block_chars: int = 500) -> List[Doc]:
-    return [nlp.make_doc(block) for block in text_blocks(text, block_chars)]
+    blocks = text_blocks(text, block_chars)
+    return [nlp.make_doc(block) for block in tqdm(blocks, desc="text blocks", unit="doc", disable=None, leave=False)]
 
 
 def read_jsonl(path: Path) -> Iterator[Tuple[int, dict]]:
@@ -99,7 +101,7 @@ def docs_from_records(nlp: Language, records: Iterable[Tuple[int, dict]], path: 
     label_names = label_names or {}
     labels = sorted({label_names.get(str(r["label"]), str(r["label"])) for _, r in records if "label" in r})
     docs = []
-    for i, r in records:
+    for i, r in tqdm(records, desc="records", unit="doc", disable=None, leave=False):
         if isinstance(r.get("prompt"), str) and isinstance(r.get("completion"), str):
             doc = nlp.make_doc(r["prompt"])
             doc._.completion = r["completion"]

@@ -9,5 +9,6 @@ from .models.encoder import EncoderOutput
 from .models.hf_loading import resolve_model_dir
 from .pipeline.encoder import BertEncoder
 from .pipeline.textcat import BertTextCategorizer
+from .training import batchers  # noqa: F401  (registers batchers)
 
 __all__ = ["__version__", "BertEncoder", "BertTextCategorizer", "EncoderOutput", "resolve_model_dir"]

@@ -90,6 +90,8 @@ class Errors(metaclass=ErrorsWithCodes):
     E113 = ("Labels must be non-empty strings, got {label!r}.")
     E114 = ("The encoder model is not initialized: its width is unknown. "
             "Call nlp.initialize() first.")
+    E115 = ("batch_by_length needs buffer >= 1 (batches' worth of examples sorted "
+            "together), got {buffer}. Use e.g. buffer = 50.")
 
     # --- generator ----------------------------------------------------------
     E201 = ("num_return_sequences={n} needs sampling: greedy decoding returns "

@@ -12,13 +12,14 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy
 from spacy.tokens import Doc
 from thinc.api import (
-    ArgsKwargs, Model, PyTorchGradScaler, PyTorchShim, Ragged, get_torch_default_device, torch2xp, xp2torch,
+    ArgsKwargs, Model, PyTorchGradScaler, Ragged, get_torch_default_device, torch2xp, xp2torch,
 )
 from thinc.layers.pytorchwrapper import forward as pytorch_forward
 from thinc.types import Floats2d
 
 from ..errors import Errors
 from .hf_loading import load_pretrained
+from .shim import AveragingPyTorchShim
 
 WINDOW_MARGIN = 2  # room for the special tokens around each window ([CLS] ... [SEP])
 
@@ -147,7 +148,7 @@ def attach_transformer(model: Model, hf_model, tokenizer) -> None:
         hf_model.get_input_embeddings().weight.requires_grad_(False)
     # thinc's shim autocasts for CUDA only; on CPU the module itself uses bf16.
     on_gpu = get_torch_default_device().type == "cuda"
-    shim = PyTorchShim(
+    shim = AveragingPyTorchShim(
         module,
         mixed_precision=model.attrs["mixed_precision"] and on_gpu,
         grad_scaler=PyTorchGradScaler(**model.attrs["grad_scaler_config"]),

@@ -13,7 +13,7 @@ Hugging Face `generate` on the shim's module under no_grad, on the shim's device
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from spacy.util import registry
-from thinc.api import ArgsKwargs, Model, PyTorchGradScaler, PyTorchShim, torch2xp, xp2torch
+from thinc.api import ArgsKwargs, Model, PyTorchGradScaler, get_torch_default_device, torch2xp, xp2torch
 from thinc.layers.pytorchwrapper import forward as pytorch_forward
 from thinc.types import Floats1d
 
@@ -21,6 +21,7 @@ from ..errors import Errors
 from . import gpt
 from .gpt import GenerationSettings, Rows
 from .hf_loading import load_pretrained
+from .shim import AveragingPyTorchShim
 
 
 @registry.architectures("spacy-gptbert.CausalLM.v1")
@@ -121,9 +122,12 @@ def load_into(model: Model, name_or_path) -> None:
 
 def attach_lm(model: Model, lm, tokenizer) -> None:
     """Wrap the LM in a PyTorchShim; the shim puts it on thinc's current device."""
-    shim = PyTorchShim(
-        gpt.CausalLMLoss(lm),
-        mixed_precision=model.attrs["mixed_precision"],
+    mixed_precision = model.attrs["mixed_precision"]
+    # thinc's shim autocasts (fp16 + grad scaling) on CUDA only; on CPU the module uses bf16.
+    on_gpu = get_torch_default_device().type == "cuda"
+    shim = AveragingPyTorchShim(
+        gpt.CausalLMLoss(lm, mixed_precision=mixed_precision and not on_gpu),
+        mixed_precision=mixed_precision and on_gpu,
         grad_scaler=PyTorchGradScaler(**model.attrs["grad_scaler_config"]),
     )
     model.shims[:] = [shim]
@@ -247,8 +251,8 @@ def generate_texts(model: Model, prompts: List[List[int]], settings: GenerationS
     prompts = [p if p else [bos] for p in prompts]
     device = model.shims[0].device
     ids, mask = (t.to(device) for t in gpt.left_pad(prompts, pad))  # (B, T)
-    new = gpt.generate_ids(get_lm(model), ids, mask, settings, pad, eos)  # (B*n, <=max_new)
     tokenizer = model.attrs["tokenizer"]
+    new = gpt.generate_ids(get_lm(model), ids, mask, settings, pad, eos, tokenizer)  # (B*n, <=max_new)
     texts = tokenizer.batch_decode(_strip_after_eos(new.tolist(), eos), skip_special_tokens=True)
     n = settings.num_return_sequences
     texts = [gpt.cut_at_stop(t, settings.stop) for t in texts]

@@ -12,6 +12,7 @@ import torch
 
 from ..errors import Errors
 from . import torch_threads  # noqa: F401  (fork-safe thread settings)
+from .autocast import cpu_autocast
 
 EOS_TOKEN = "<|endoftext|>"  # GPT-2's document separator; also our BOS
 PAD_TOKEN = "<|pad|>"  # a separate pad id keeps padding distinguishable from EOS
@@ -113,14 +114,16 @@ class CausalLMLoss(torch.nn.Module):
     """Wraps a Hugging Face causal LM so the PyTorchShim's forward returns the
     per-row NLL sums: only a (B,) vector crosses into thinc, not (B, T, V) logits."""
 
-    def __init__(self, lm):
+    def __init__(self, lm, mixed_precision: bool = False):
         super().__init__()
         self.lm = lm
+        self.mixed_precision = mixed_precision  # bf16 autocast on CPU (GPU: thinc's shim autocasts)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         # input_ids, attention_mask, targets: (B, T); rows are right-padded.
-        logits = self.lm(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits  # (B, T, V)
-        return token_nll(logits, targets)  # (B,)
+        with cpu_autocast(self.mixed_precision, input_ids.device):
+            logits = self.lm(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits  # (B, T, V)
+        return token_nll(logits, targets)  # (B,), float32
 
 
 # ---------------------------------------------------------------------------
@@ -217,12 +220,15 @@ def seeded(seed: Optional[int], device: Optional[torch.device] = None):
 
 @torch.no_grad()
 def generate_ids(lm, input_ids: torch.Tensor, attention_mask: torch.Tensor, settings: GenerationSettings,
-                 pad_id: int, eos_id: Optional[int]) -> torch.Tensor:
+                 pad_id: int, eos_id: Optional[int], tokenizer=None) -> torch.Tensor:
     """One Hugging Face `generate` call for a left-padded batch.
 
     input_ids, attention_mask: (B, T). Returns new tokens only:
     (B * num_return_sequences, <= max_new_tokens), the n samples of prompt b at
-    rows b*n .. b*n + n - 1, padded with pad_id after EOS.
+    rows b*n .. b*n + n - 1, padded with pad_id after EOS or a stop string.
+    With stop strings and a tokenizer, a row stops as soon as its text ends
+    with one (the caller still cuts the text at it); the batch ends when every
+    row has stopped, instead of always running max_new_tokens steps.
     """
     kwargs = dict(
         max_new_tokens=settings.max_new_tokens,
@@ -233,6 +239,8 @@ def generate_ids(lm, input_ids: torch.Tensor, attention_mask: torch.Tensor, sett
         eos_token_id=eos_id,
         use_cache=True,  # KV cache: each step feeds one new token per row
     )
+    if settings.stop and tokenizer is not None:
+        kwargs.update(stop_strings=list(settings.stop), tokenizer=tokenizer)
     if settings.do_sample:
         kwargs.update(temperature=settings.temperature, top_k=settings.top_k, top_p=settings.top_p)
     else:

@@ -9,12 +9,7 @@ import torch
 from torch import nn
 
 from . import torch_threads  # noqa: F401  (fork-safe thread settings)
-
-
-def _cpu_autocast(enabled: bool, device: torch.device):
-    """bf16 autocast on CPU (fast on CPUs with AVX512-BF16/AMX). On GPU, thinc's
-    PyTorchShim already applies fp16 autocast and gradient scaling."""
-    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled and device.type == "cpu")
+from .autocast import cpu_autocast
 
 
 class WindowedEncoder(nn.Module):
@@ -57,7 +52,7 @@ class WindowedEncoder(nn.Module):
         """
         hidden = []
         for input_ids, attention_mask in chunks:
-            with _cpu_autocast(self.mixed_precision, input_ids.device):
+            with cpu_autocast(self.mixed_precision, input_ids.device):
                 last = self.transformer(input_ids=input_ids, attention_mask=attention_mask)[0]
             # (n_windows, length, d) -> (real positions, d), pooled in float32
             hidden.append(last[attention_mask.bool()].float())
@@ -113,7 +108,7 @@ class WindowedClassifier(nn.Module):
     ) -> torch.Tensor:
         logits = []
         for ids, mask in chunks:
-            with _cpu_autocast(self.mixed_precision, ids.device):
+            with cpu_autocast(self.mixed_precision, ids.device):
                 logits.append(self.classifier(input_ids=ids, attention_mask=mask).logits.float())
         logits = torch.cat(logits, dim=0)  # (n_windows, n_labels), windows in processing order
         return _scatter_mean(logits, window_doc, window_scale, n_docs, logits.shape[1])

@@ -151,8 +151,10 @@ def write_docs(docs: Iterable[Doc], path: Path) -> int:
 
 def convert(fmt: str, input_path: Path, output: Path, *, lang: str = "en", block_chars: int = 500,
             dev_fraction: float = 0.0, dev_block_chars: Optional[int] = None, label_names: Optional[Dict[str, str]] = None,
-            limit: int = 0) -> Dict[str, int]:
-    """Convert one input file. With fmt "text" and dev_fraction > 0, `output` is a
+            limit: int = 0, min_words: int = 0) -> Dict[str, int]:
+    """Convert one input file. min_words: drop jsonl/tsv records whose text (or
+    completion) has fewer words, e.g. SST-2's one- and two-word phrases, which
+    teach a generator to stop after a word or two. With fmt "text" and dev_fraction > 0, `output` is a
     directory receiving train.spacy and dev.spacy; otherwise a .spacy path."""
     import spacy
 
@@ -172,9 +174,16 @@ def convert(fmt: str, input_path: Path, output: Path, *, lang: str = "en", block
             }
         return {"docs": write_docs(docs_from_text(nlp, text, block_chars), output)}
     records = read_jsonl(input_path) if fmt == "jsonl" else read_tsv(input_path)
+    if min_words:
+        records = (r for r in records if _n_words(r[1]) >= min_words)
     if limit:
         records = (r for j, r in enumerate(records) if j < limit)
     return {"docs": write_docs(docs_from_records(nlp, records, input_path, label_names), output)}
+
+
+def _n_words(record: dict) -> int:
+    text = record.get("completion", record.get("text"))
+    return len(text.split()) if isinstance(text, str) else 0
 
 
 def _parse_label_names(value: str) -> Dict[str, str]:
@@ -195,10 +204,11 @@ def main(argv: Optional[List[str]] = None) -> None:
                              "fewer generations during evaluation, the loss is scored in context-size blocks anyway")
     parser.add_argument("--label-names", default="", help="e.g. 0=negative,1=positive")
     parser.add_argument("--limit", type=int, default=0, help="first N records only (jsonl/tsv)")
+    parser.add_argument("--min-words", type=int, default=0, help="drop jsonl/tsv records with fewer words")
     args = parser.parse_args(argv)
     counts = convert(args.format, args.input, args.output, lang=args.lang, block_chars=args.block_chars,
                      dev_fraction=args.dev_fraction, dev_block_chars=args.dev_block_chars, label_names=_parse_label_names(args.label_names),
-                     limit=args.limit)
+                     limit=args.limit, min_words=args.min_words)
     print(json.dumps(counts))
 
 

@@ -122,6 +122,27 @@ def test_stop_strings_cut_output(trained_nlp):
         gen.settings.stop = []
 
 
+def test_stop_strings_end_generation_early(trained_nlp):
+    """With a stop string every row reaches, generate stops there instead of
+    running all max_new_tokens steps."""
+    gen = trained_nlp.get_pipe("gpt_generator")
+    prompts = lm_model.encode(gen.lm, ["The cat", "Birds sing"])
+    settings = type(gen.settings)(max_new_tokens=12)
+    full = lm_model.generate_texts(gen.lm, prompts, settings)
+    settings.stop = [" on", " the"]
+    stopped = lm_model.generate_texts(gen.lm, prompts, settings)
+    assert stopped == [[" sat"], [" in"]] and full[0][0].startswith(" sat on")
+    calls = []
+    lm = lm_model.get_lm(gen.lm)
+    original = lm.forward
+    lm.forward = lambda *a, **k: calls.append(1) or original(*a, **k)
+    try:
+        lm_model.generate_texts(gen.lm, prompts, settings)
+    finally:
+        del lm.forward
+    assert len(calls) < settings.max_new_tokens  # one forward per generated step
+
+
 def test_empty_doc_generates_from_prompt(trained_nlp):
     doc = trained_nlp("")
     assert isinstance(doc._.generation, str)
@@ -322,3 +343,14 @@ def test_converter_text_and_jsonl(tmp_path):
         generator_data.convert("jsonl", tmp_path / "bad.jsonl", out)
     with pytest.raises(ValueError, match="E303"):
         generator_data.convert("csv", src, out)
+
+
+def test_converter_min_words_drops_short_records(tmp_path):
+    src = tmp_path / "data.tsv"
+    src.write_text("sentence\tlabel\nfun\t1\na dull , lifeless film\t0\nthe best film of the year\t1\n")
+    out = tmp_path / "data.spacy"
+    assert generator_data.convert("tsv", src, out, min_words=4) == {"docs": 2}
+    from spacy.tokens import DocBin
+
+    texts = [d.text for d in DocBin().from_disk(out).get_docs(spacy.blank("en").vocab)]
+    assert texts == ["a dull , lifeless film", "the best film of the year"]

@@ -55,6 +55,11 @@ class Errors(metaclass=ErrorsWithCodes):
             "models you trust.")
     E009 = ("The pipeline component '{name}' has no weights loaded yet. Call "
             "nlp.initialize() (or spacy.load a trained pipeline) before using it.")
+    # reliability (E010-E029)
+    E010 = ("The tokenizer in '{path}' has {n_tokenizer} entries but the model's "
+            "embedding matrix only {n_model}: the tokenizer belongs to another "
+            "model. Copy the tokenizer files that were saved with these weights "
+            "(save_pretrained writes both), or resize the embeddings before saving.")
 
     # --- encoder and text classifier ----------------------------------------
     E101 = ("Expected a spaCy Doc, got {type}. Pass texts through nlp (or "

@@ -126,19 +126,53 @@ def _quiet_transformers():
         hf_logging.set_verbosity(level)
 
 
-def load_tokenizer(path: Path, trust_remote_code: bool = False):
+def _auto_tokenizer(path: Path, trust_remote_code: bool, **kwargs):
     from transformers import AutoTokenizer
 
     try:
         with _quiet_transformers():
-            tokenizer = AutoTokenizer.from_pretrained(
-                str(path), use_fast=True, local_files_only=True, trust_remote_code=trust_remote_code
+            return AutoTokenizer.from_pretrained(
+                str(path), use_fast=True, local_files_only=True, trust_remote_code=trust_remote_code, **kwargs
             )
     except Exception as err:
         raise OSError(Errors.E005.format(path=path, err=_short(err))) from None
+
+
+def load_tokenizer(path: Path, trust_remote_code: bool = False, pretokenized: bool = False):
+    """The fast tokenizer in `path`, checked on a probe text. pretokenized: it
+    will get spaCy's words (is_split_into_words), as the encoders do."""
+    tokenizer = _auto_tokenizer(path, trust_remote_code)
     if not getattr(tokenizer, "is_fast", False):
         raise OSError(Errors.E005.format(path=path, err="only a slow (Python) tokenizer is available"))
+    if pretokenized and getattr(tokenizer, "add_prefix_space", None) is False:
+        # Byte-level BPE (RoBERTa family) accepts pre-split words only with a
+        # prefix space, which is also how a word inside a sentence is encoded.
+        tokenizer = _auto_tokenizer(path, trust_remote_code, add_prefix_space=True)
+    check_tokenizer_works(path, tokenizer, pretokenized)
     return tokenizer
+
+
+# Words a vocabulary cannot all know: a tokenizer with a broken vocabulary (no
+# [UNK], empty merges) fails on it here rather than on the first real document.
+PROBE_WORDS = ["Probe", "text", "ünïcödé", "日本語", "😀", "12345", "?!"]
+
+
+def check_tokenizer_works(path: Path, tokenizer, pretokenized: bool) -> None:
+    try:
+        tokenizer([" ".join(PROBE_WORDS)])
+        if pretokenized:
+            tokenizer([PROBE_WORDS], is_split_into_words=True)
+    except Exception as err:
+        raise OSError(Errors.E005.format(path=path, err=_short(err))) from None
+
+
+def check_vocab_fits(path: Path, model, tokenizer) -> None:
+    """A tokenizer from another model can produce ids past the embedding
+    matrix: an IndexError deep inside torch on some document. Check once."""
+    embeddings = model.get_input_embeddings()
+    n_model = getattr(embeddings, "num_embeddings", None)
+    if n_model is not None and len(tokenizer) > n_model:
+        raise OSError(Errors.E010.format(path=path, n_tokenizer=len(tokenizer), n_model=n_model))
 
 
 def _short(err: Exception) -> str:
@@ -166,7 +200,7 @@ def load_pretrained(
     if config.get("auto_map") and not trust_remote_code:
         raise ValueError(Errors.E008.format(name=name))
     check_weights(path)
-    tokenizer = load_tokenizer(path, trust_remote_code)
+    tokenizer = load_tokenizer(path, trust_remote_code, pretokenized=expect in ("encoder", "seq_cls"))
     cls = getattr(transformers, auto_class)
     try:
         with _quiet_transformers():
@@ -178,6 +212,7 @@ def load_pretrained(
             )
     except Exception as err:
         raise OSError(Errors.E004.format(path=path, err=_short(err))) from None
+    check_vocab_fits(path, model, tokenizer)
     return model, tokenizer, path
 
 

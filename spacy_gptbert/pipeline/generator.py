@@ -367,8 +367,13 @@ class GPTGenerator(HFSerializationMixin, TrainablePipe):
     def initialize(self, get_examples: Callable[[], Iterable[Example]], *, nlp: Optional[Language] = None) -> None:
         """Load (pretrained) or build (scratch: tokenizer trained on the
         training texts) the model, and check settings against its context."""
-        validate_get_examples(get_examples, "GPTGenerator.initialize")
+        if not callable(get_examples):
+            validate_get_examples(get_examples, "GPTGenerator.initialize")  # spaCy's E930
         examples = list(islice(get_examples(), None))
+        # No examples is fine for a pretrained model; a scratch model fails
+        # below with E209 (nothing to train its tokenizer on), not spaCy's E930.
+        if examples:
+            validate_examples(examples, "GPTGenerator.initialize")
         if nlp is not None:
             self._nlp = weakref.ref(nlp)
         if self.mode == "prompt":

@@ -11,9 +11,9 @@ from spacy.pipeline import TrainablePipe
 from spacy.scorer import Scorer
 from spacy.tokens import Doc
 from spacy.training import Example, validate_examples, validate_get_examples
-from spacy.util import registry
+from spacy.util import dot_to_object, registry
 from spacy.vocab import Vocab
-from thinc.api import Config, Model, Optimizer, set_dropout_rate
+from thinc.api import Config, ConfigValidationError, Model, Optimizer, set_dropout_rate
 from thinc.types import Floats2d
 
 from ..errors import Errors, Warnings, warn
@@ -256,8 +256,18 @@ class BertTextCategorizer(HFSerializationMixin, TrainablePipe):
                     self.add_label(label)
         if not self.labels:
             raise ValueError(Errors.E106.format(name=self.name))
+        self._check_dev_data(nlp)
         sample = [eg.x for eg in examples[:10]]
         self.model.initialize(X=sample, Y=self.model.ops.alloc2f(len(sample), len(self.labels)))
+
+    def _check_dev_data(self, nlp: Optional[Language]) -> None:
+        """The dev corpus `spacy train` will evaluate on, checked now (E110,
+        E107, E108) rather than at the first evaluation, hours into training."""
+        for eg in _dev_examples(nlp):
+            self._check_cats(eg.reference.cats)
+            for label in eg.reference.cats:
+                if label not in self.labels:
+                    raise ValueError(Errors.E110.format(label=label, labels=list(self.labels)))
 
     def _fine_tuned_labels(self) -> Optional[List[str]]:
         """Labels of an HFSequenceClassifier model (loads it), else None."""
@@ -280,6 +290,20 @@ class BertTextCategorizer(HFSerializationMixin, TrainablePipe):
         kwargs.setdefault("multi_label", not self.cfg["exclusive_classes"])
         kwargs.setdefault("threshold", self.cfg["threshold"])
         return self.scorer(examples, **kwargs)
+
+
+def _dev_examples(nlp: Optional[Language]) -> Iterable[Example]:
+    """The examples of [training] dev_corpus in nlp.config; none when the
+    config names no readable corpus (e.g. a pipeline built in Python)."""
+    if nlp is None:
+        return []
+    try:
+        config = nlp.config.interpolate()
+        reader = dot_to_object(config, config["training"]["dev_corpus"])
+        corpus = registry.resolve({"corpus": reader})["corpus"]
+    except (KeyError, TypeError, ValueError, ConfigValidationError):  # no path (E913), no such section
+        return []
+    return corpus(nlp)
 
 
 def _check_label(label) -> None:

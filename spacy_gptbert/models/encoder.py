@@ -317,6 +317,7 @@ def convert_inputs(model: Model, docs: List[Doc], is_train: bool):
         n_tokens=plan.n_tokens,
         n_docs=plan.n_docs,
         return_wordpieces=model.attrs.get("return_wordpieces", False),
+        return_tokens=model.attrs.get("return_tokens", True),
     )
     if kwargs["return_wordpieces"]:
         model.attrs["_wp_lengths"] = plan.wp_lengths  # read once by convert_outputs

@@ -34,10 +34,12 @@ class WindowedEncoder(nn.Module):
         n_tokens: int,
         n_docs: int,
         return_wordpieces: bool = False,
+        return_tokens: bool = True,
     ) -> Tuple[torch.Tensor, ...]:
         """
         chunks: (input_ids, attention_mask) pairs, each (n_windows_in_chunk, length);
-            windows sorted by length so padding stays small.
+            windows sorted by length so padding stays small; real positions
+            first in each row (right padding).
         pos_window (P,), pos_scale (P,): window of each real position (all
             windows concatenated, special tokens included) and 1 / window length.
         content_pos (C,), content_wp (C,), content_scale (C,): which real
@@ -48,35 +50,70 @@ class WindowedEncoder(nn.Module):
             points at row n_tokens with scale 0.
         window_doc (N,), window_scale (N,): doc of each window, 1 / its windows.
         Returns tokens (n_tokens, d), cls (n_docs, d), mean (n_docs, d) and, if
-        asked, wordpieces (n_wordpieces, d).
+        asked, wordpieces (n_wordpieces, d). With return_tokens=False the
+        token rows are a zero-stride view of zeros (nothing is pooled onto
+        tokens: for callers that only read cls/mean).
+
+        Without autograd (prediction) it runs under torch.inference_mode.
+        Each chunk's outputs are pooled as soon as it is computed, so memory
+        holds one chunk's hidden states plus the pooled rows, never all
+        windows' hidden states at once.
         """
-        hidden = []
+        if torch.is_grad_enabled():
+            return self._forward(chunks, content_pos, content_wp, content_scale, wp_token, wp_token_scale,
+                                 window_doc, window_scale, n_wordpieces, n_tokens, n_docs,
+                                 return_wordpieces, return_tokens)
+        with torch.inference_mode():
+            return self._forward(chunks, content_pos, content_wp, content_scale, wp_token, wp_token_scale,
+                                 window_doc, window_scale, n_wordpieces, n_tokens, n_docs,
+                                 return_wordpieces, return_tokens)
+
+    def _forward(self, chunks, content_pos, content_wp, content_scale, wp_token, wp_token_scale,
+                 window_doc, window_scale, n_wordpieces, n_tokens, n_docs, return_wordpieces, return_tokens):
+        width = int(self.transformer.config.hidden_size)
+        need_wordpieces = return_wordpieces or return_tokens
+        wordpieces = None
+        window_cls, window_mean = [], []
+        pos_offset = 0  # real positions before this chunk (indexes content_pos)
+        content_start = 0
         for input_ids, attention_mask in chunks:
             with cpu_autocast(self.mixed_precision, input_ids.device):
                 last = self.transformer(input_ids=input_ids, attention_mask=attention_mask)[0]
-            # (n_windows, length, d) -> (real positions, d), pooled in float32
-            hidden.append(last[attention_mask.bool()].float())
-        packed = torch.cat(hidden, dim=0)  # (P, d)
-        width = packed.shape[1]
-        # Window CLS rows sit at each window's first real position.
-        first = _window_starts(pos_window)
-        cls = _scatter_mean(packed[first], window_doc, window_scale, n_docs, width)
-        window_mean = _scatter_mean(packed, pos_window, pos_scale, first.shape[0], width)
+            last = last.float()  # pooled in float32 (a no-op without autocast)
+            if wordpieces is None:
+                width = last.shape[-1]
+                wordpieces = last.new_zeros((n_wordpieces if need_wordpieces else 0, width))
+            mask = attention_mask.to(last.dtype)
+            lengths = mask.sum(1, keepdim=True)
+            window_cls.append(last[:, 0])  # each row starts with its first real position
+            window_mean.append(torch.bmm(mask.unsqueeze(1), last).squeeze(1) / lengths)
+            if need_wordpieces:
+                flat_mask = attention_mask.reshape(-1).bool()
+                n_real = int(flat_mask.sum())
+                content_end = int(torch.searchsorted(content_pos, pos_offset + n_real))
+                local = content_pos[content_start:content_end] - pos_offset  # among this chunk's real positions
+                flat = torch.nonzero(flat_mask, as_tuple=False).squeeze(1)[local]  # among its padded positions
+                rows = last.reshape(-1, width).index_select(0, flat)
+                scale = content_scale[content_start:content_end].unsqueeze(1)
+                wordpieces.index_add_(0, content_wp[content_start:content_end], rows * scale)
+                pos_offset += n_real
+                content_start = content_end
+        if wordpieces is None:  # no windows at all (only empty docs)
+            wordpieces = window_doc.new_zeros((n_wordpieces, width), dtype=torch.float32)
+            window_cls = window_mean = wordpieces[:0]
+        else:
+            window_cls, window_mean = torch.cat(window_cls), torch.cat(window_mean)
+        cls = _scatter_mean(window_cls, window_doc, window_scale, n_docs, width)
         mean = _scatter_mean(window_mean, window_doc, window_scale, n_docs, width)
-        wordpieces = _scatter_mean(packed[content_pos], content_wp, content_scale, n_wordpieces, width)
-        # Unaligned wordpieces point at a spare row n_tokens (scale 0), cut off here.
-        tokens = _scatter_mean(wordpieces, wp_token, wp_token_scale, n_tokens + 1, width)[:n_tokens]
+        if return_tokens:
+            # Unaligned wordpieces point at a spare row n_tokens (scale 0), cut off here.
+            tokens = _scatter_mean(wordpieces, wp_token, wp_token_scale, n_tokens + 1, width)[:n_tokens]
+        else:
+            tokens = wordpieces.new_zeros((1, width)).expand(n_tokens, width)
         outputs = (tokens, cls, mean)
         if return_wordpieces:
             outputs = outputs + (wordpieces,)
         return outputs
-
-
-def _window_starts(pos_window: torch.Tensor) -> torch.Tensor:
-    """Index of the first position of each window in the packed positions."""
-    change = torch.ones_like(pos_window, dtype=torch.bool)
-    change[1:] = pos_window[1:] != pos_window[:-1]
-    return torch.nonzero(change, as_tuple=False).squeeze(1)
 
 
 def _scatter_mean(
@@ -106,6 +143,12 @@ class WindowedClassifier(nn.Module):
         n_docs: int,
         **_unused,
     ) -> torch.Tensor:
+        if not torch.is_grad_enabled():
+            with torch.inference_mode():
+                return self._forward(chunks, window_doc, window_scale, n_docs)
+        return self._forward(chunks, window_doc, window_scale, n_docs)
+
+    def _forward(self, chunks, window_doc, window_scale, n_docs) -> torch.Tensor:
         logits = []
         for ids, mask in chunks:
             with cpu_autocast(self.mixed_precision, ids.device):

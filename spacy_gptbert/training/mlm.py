@@ -116,14 +116,25 @@ def _autocast(device, enabled: bool):
 
 
 def _forward(model, batch, device, mixed_precision: bool):
+    """(mean loss over the targets, logits at the targets, target ids). The
+    vocabulary projection runs only at the ~15% target positions (BERT's `cls`
+    head; other families go through their full *ForMaskedLM forward)."""
+    import torch
+
     input_ids, attention_mask, token_type_ids, labels = batch
-    kwargs = {"input_ids": input_ids.to(device), "attention_mask": attention_mask.to(device),
-              "labels": labels.to(device)}
+    kwargs = {"input_ids": input_ids.to(device), "attention_mask": attention_mask.to(device)}
     if token_type_ids is not None:
         kwargs["token_type_ids"] = token_type_ids.to(device)
+    labels = labels.to(device)
+    targets = labels != -100
     with _autocast(device, mixed_precision):
-        out = model(**kwargs)
-    return out.loss, out.logits, kwargs["labels"]
+        if hasattr(model, "cls") and hasattr(model, "bert"):
+            hidden = model.bert(**kwargs).last_hidden_state[targets]
+            logits = model.cls(hidden)
+        else:
+            logits = model(**kwargs).logits[targets]
+    loss = torch.nn.functional.cross_entropy(logits.float(), labels[targets])
+    return loss, logits, labels[targets]
 
 
 def mlm_eval(model, tokenizer, texts: Sequence[str], *, batch_size: int = 64, max_length: int = 128,
@@ -140,10 +151,9 @@ def mlm_eval(model, tokenizer, texts: Sequence[str], *, batch_size: int = 64, ma
         for start in range(0, len(texts), batch_size):
             batch = _mask_batch(tokenizer, texts[start : start + batch_size], max_length, mlm_probability, generator)
             loss, logits, labels = _forward(model, batch, device, mixed_precision)
-            mask = labels != -100
-            count = int(mask.sum())
+            count = len(labels)
             nll += float(loss) * count
-            correct += int((logits.argmax(-1)[mask] == labels[mask]).sum())
+            correct += int((logits.argmax(-1) == labels).sum())
             n += count
     model.train(was_training)
     return {"mlm_loss": nll / max(n, 1), "mlm_acc": correct / max(n, 1), "masked_tokens": n}

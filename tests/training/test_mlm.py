@@ -59,6 +59,20 @@ def test_mask_batch_masks_only_real_wordpieces(tiny_bert):
     assert torch.equal(input_ids[~targets], enc["input_ids"][~targets])
 
 
+def test_forward_equals_hugging_face_mlm_loss(tiny_bert):
+    """The head runs only at the target positions; the loss is the same as
+    BertForMaskedLM's over the whole sequence."""
+    model, tokenizer, _ = mlm.load_mlm(tiny_bert)
+    model.eval()
+    batch = mlm._mask_batch(tokenizer, CORPUS, 64, 0.3, torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        loss, logits, labels = mlm._forward(model, batch, torch.device("cpu"), False)
+        ids, attention, types, full_labels = batch
+        expected = model(input_ids=ids, attention_mask=attention, token_type_ids=types, labels=full_labels).loss
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    assert logits.shape == (int((full_labels != -100).sum()), len(tokenizer))
+
+
 def test_pretrain_lowers_mlm_loss_and_saves_loadable_encoder(tiny_bert, tmp_path):
     texts = CORPUS * 4
     model, tokenizer, path = mlm.load_mlm(tiny_bert)

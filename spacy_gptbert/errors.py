@@ -97,6 +97,10 @@ class Errors(metaclass=ErrorsWithCodes):
             "Call nlp.initialize() first.")
     E115 = ("batch_by_length needs buffer >= 1 (batches' worth of examples sorted "
             "together), got {buffer}. Use e.g. buffer = 50.")
+    # performance (E140-E159)
+    E140 = ("quantize = true needs a torch build with a quantized CPU engine "
+            "(fbgemm, x86, onednn or qnnpack); this torch ({torch}) has none. Set "
+            "quantize = false, or install an official torch CPU wheel.")
 
     # --- generator ----------------------------------------------------------
     E201 = ("num_return_sequences={n} needs sampling: greedy decoding returns "

@@ -91,8 +91,9 @@ class WindowedEncoder(nn.Module):
                 flat_mask = attention_mask.reshape(-1).bool()
                 n_real = int(flat_mask.sum())
                 content_end = int(torch.searchsorted(content_pos, pos_offset + n_real))
-                local = content_pos[content_start:content_end] - pos_offset  # among this chunk's real positions
-                flat = torch.nonzero(flat_mask, as_tuple=False).squeeze(1)[local]  # among its padded positions
+                # content positions among this chunk's real positions, then among its padded ones
+                local = content_pos[content_start:content_end] - pos_offset
+                flat = torch.nonzero(flat_mask, as_tuple=False).squeeze(1)[local]
                 rows = last.reshape(-1, width).index_select(0, flat)
                 scale = content_scale[content_start:content_end].unsqueeze(1)
                 wordpieces.index_add_(0, content_wp[content_start:content_end], rows * scale)

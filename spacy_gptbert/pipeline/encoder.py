@@ -15,6 +15,7 @@ from ..errors import Errors
 from ..models.encoder import EncoderOutput, is_windowed_model
 from ..models.listener import EncoderListener
 from ..models.pooling import check_pooling
+from ..models.quantize import check_quantization_available, use_quantized
 from . import hooks
 from .serialization import HFSerializationMixin
 
@@ -42,20 +43,29 @@ hooks.register_extensions()
         "model": DEFAULT_CONFIG["model"],
         "doc_pooling": "mean",
         "store_wordpieces": False,
+        "quantize": False,
     },
 )
-def make_bert_encoder(nlp: Language, name: str, model: Model, doc_pooling: str, store_wordpieces: bool):
+def make_bert_encoder(
+    nlp: Language, name: str, model: Model, doc_pooling: str, store_wordpieces: bool, quantize: bool = False,
+):
     """doc_pooling: "mean" or "cls", what doc.vector / span similarity use.
     store_wordpieces: also keep the wordpiece outputs in doc._.bert_wordpieces
-    (memory-heavy; off by default)."""
-    return BertEncoder(nlp.vocab, model, name, doc_pooling=doc_pooling, store_wordpieces=store_wordpieces)
+    (memory-heavy; off by default). quantize: predict on the CPU with an int8
+    copy of the transformer's linear layers (training and saving use the float
+    weights)."""
+    return BertEncoder(nlp.vocab, model, name, doc_pooling=doc_pooling, store_wordpieces=store_wordpieces,
+                       quantize=quantize)
 
 
 class BertEncoder(HFSerializationMixin, TrainablePipe):
     def __init__(
         self, vocab: Vocab, model: Model, name: str = "bert_encoder", *,
-        doc_pooling: str = "mean", store_wordpieces: bool = False,
+        doc_pooling: str = "mean", store_wordpieces: bool = False, quantize: bool = False,
     ) -> None:
+        if quantize:
+            check_quantization_available()
+        self.quantize = quantize  # an inference setting: not in cfg, so never saved with the weights
         self.vocab = vocab
         self.model = model
         self.name = name
@@ -106,7 +116,8 @@ class BertEncoder(HFSerializationMixin, TrainablePipe):
             ops, width = self.model.ops, self.model.get_dim("nO")
             empty = ops.alloc2f(0, width)
             return EncoderOutput(Ragged(empty, ops.alloc1i(0)), empty, empty)
-        return self.model.predict(docs)
+        with use_quantized(self.model, self.quantize):
+            return self.model.predict(docs)
 
     def set_annotations(self, docs: Sequence[Doc], outputs: EncoderOutput) -> None:
         pooled = self.cfg["doc_pooling"]

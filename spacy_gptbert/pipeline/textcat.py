@@ -18,6 +18,7 @@ from thinc.types import Floats2d
 
 from ..errors import Errors, Warnings, warn
 from ..models.encoder import is_windowed_model
+from ..models.quantize import check_quantization_available, use_quantized
 from .serialization import HFSerializationMixin
 
 DEFAULT_TEXTCAT_MODEL = """
@@ -46,6 +47,7 @@ DEFAULT_CONFIG = Config().from_str(DEFAULT_TEXTCAT_MODEL)
         "threshold": 0.5,
         "labels": [],
         "scorer": {"@scorers": "spacy-gptbert.textcat_scorer.v1"},
+        "quantize": False,
     },
     default_score_weights={
         "cats_score": 1.0, "cats_acc": None, "cats_score_desc": None, "cats_micro_p": None,
@@ -55,15 +57,17 @@ DEFAULT_CONFIG = Config().from_str(DEFAULT_TEXTCAT_MODEL)
 )
 def make_bert_textcat(
     nlp: Language, name: str, model: Model, exclusive_classes: bool, threshold: float,
-    labels: List[str], scorer: Optional[Callable],
+    labels: List[str], scorer: Optional[Callable], quantize: bool = False,
 ):
     """exclusive_classes: one label per doc (softmax + cross-entropy) or any
     number (sigmoid + binary cross-entropy). threshold: a multi-label class is
     positive at or above it (scoring). labels: fixed label order; empty = take
-    them from the training data (or from a fine-tuned model's id2label)."""
+    them from the training data (or from a fine-tuned model's id2label).
+    quantize: predict on the CPU with an int8 copy of the transformer's linear
+    layers (training and saving use the float weights)."""
     return BertTextCategorizer(
         nlp.vocab, model, name, exclusive_classes=exclusive_classes, threshold=threshold,
-        labels=labels, scorer=scorer,
+        labels=labels, scorer=scorer, quantize=quantize,
     )
 
 
@@ -109,7 +113,7 @@ class BertTextCategorizer(HFSerializationMixin, TrainablePipe):
     def __init__(
         self, vocab: Vocab, model: Model, name: str = "bert_textcat", *,
         exclusive_classes: bool = True, threshold: float = 0.5, labels: Sequence[str] = (),
-        scorer: Optional[Callable] = textcat_score,
+        scorer: Optional[Callable] = textcat_score, quantize: bool = False,
     ) -> None:
         if not 0.0 < threshold < 1.0:
             raise ValueError(Errors.E111.format(threshold=threshold))
@@ -120,6 +124,10 @@ class BertTextCategorizer(HFSerializationMixin, TrainablePipe):
         self.name = name
         self.scorer = scorer
         self._warned: set = set()
+        if quantize:
+            check_quantization_available()
+        self.quantize = quantize  # an inference setting: not in cfg, so never saved with the weights
+        _pool_only(model)
         self.cfg: Dict[str, Any] = {
             "labels": list(labels), "exclusive_classes": exclusive_classes, "threshold": threshold,
         }
@@ -147,7 +155,8 @@ class BertTextCategorizer(HFSerializationMixin, TrainablePipe):
                 raise TypeError(Errors.E101.format(type=type(doc).__name__))
         if not docs:
             return self.model.ops.alloc2f(0, len(self.labels))
-        return self._activate(self.model.predict(docs))
+        with use_quantized(self.model, self.quantize):
+            return self._activate(self.model.predict(docs))
 
     def _activate(self, logits: Floats2d) -> Floats2d:
         ops = self.model.ops
@@ -304,6 +313,17 @@ def _dev_examples(nlp: Optional[Language]) -> Iterable[Example]:
     except (KeyError, TypeError, ValueError, ConfigValidationError):  # no path (E913), no such section
         return []
     return corpus(nlp)
+
+
+def _pool_only(model: Model) -> None:
+    """When the classifier's own encoder feeds only pooled (cls/mean) layers,
+    skip pooling its outputs onto spaCy tokens (saves memory on long docs)."""
+    names = [node.name for node in model.walk()]
+    if not any(name.startswith("select_") for name in names) or "select_tokens" in names:
+        return
+    for node in model.walk():
+        if is_windowed_model(node) and node.attrs["kind"] == "encoder":
+            node.attrs["return_tokens"] = False
 
 
 def _check_label(label) -> None:

@@ -41,15 +41,11 @@ def apply_command(
     from ..scaleout import ApplySettings, apply
     from ..scaleout.outputs import merge as merge_parts
 
-    if gpu_id >= 0 and backend == "local":
-        import spacy
-
-        spacy.require_gpu(gpu_id)
     try:
         settings = ApplySettings(
             pipeline=pipeline, output_format=output_format, text_key=text_key, id_key=id_key, vectors=vectors,
             batch_size=batch_size, part_size=part_size, threads=threads, code=str(code) if code else None,
-            use_gpu=gpu_id >= 0)
+            gpu_id=gpu_id if backend == "local" else -1)
         result = apply(input_path, output, settings, backend=backend, n_process=n_process,
                        ray_address=ray_address, workers=workers, cpus_per_worker=cpus_per_worker,
                        gpus_per_worker=gpus_per_worker, overwrite=overwrite, log=msg.info)

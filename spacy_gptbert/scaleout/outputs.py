@@ -65,12 +65,12 @@ def encode_part(docs_with_ids: Iterable[Tuple[Any, Any]], output_format: str, ve
 
     docbin = DocBin(store_user_data=True)
     for doc_id, doc in docs_with_ids:
+        doc.user_data["id"] = doc_id
+        if vectors:  # before the encoder's arrays are dropped: the vector hook reads them
+            doc.user_data["vector"] = doc_vector(doc)
         for name in DROPPED_EXTENSIONS:
             if doc.has_extension(name):
                 doc._.set(name, None)
-        doc.user_data["id"] = doc_id
-        if vectors:
-            doc.user_data["vector"] = doc_vector(doc)
         docbin.add(doc)
         n += 1
     return docbin.to_bytes(), n

@@ -10,8 +10,11 @@ Fault tolerance is Ray Data's: actors are restarted and their tasks retried
 when a worker process dies (max_restarts / max_task_retries = -1). A retried
 part rewrites the same file name atomically, so it is never counted twice.
 """
+import contextlib
 import inspect
 import json
+import signal
+import threading
 from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
@@ -70,7 +73,7 @@ def _run(ray, parts, settings, output, on_done, workers, cpus_per_worker, gpus_p
         workers = int(resources.get("GPU", 0) // gpus_per_worker) if gpus_per_worker else \
             int(resources.get("CPU", 1) // cpus_per_worker)
     workers = max(1, min(workers, len(parts)))
-    settings = dict(settings, use_gpu=gpus_per_worker > 0)
+    settings = dict(settings, prefer_gpu=gpus_per_worker > 0)
     by_name = {p.name: p for p in parts}
     DataContext.get_current().enable_progress_bars = False  # ours counts docs, Ray's counts blocks
     ds = _from_items(ray, [{"part": json.dumps(p.to_dict())} for p in parts])
@@ -85,8 +88,35 @@ def _run(ray, parts, settings, output, on_done, workers, cpus_per_worker, gpus_p
         num_gpus=gpus_per_worker,
         runtime_env={"env_vars": {"OMP_NUM_THREADS": str(settings["threads"])}},
     )
-    for row in ds.iter_rows():
-        on_done(by_name[row["name"]], int(row["n_docs"]))
+    with _sigint_as_flag() as interrupted:
+        for row in ds.iter_rows():
+            on_done(by_name[row["name"]], int(row["n_docs"]))
+            if interrupted:
+                raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _sigint_as_flag():
+    """Ctrl-C while Ray Data runs: note it, and raise KeyboardInterrupt
+    ourselves at the next finished part. Raised from the default handler, it
+    lands wherever the main thread is, which may be inside Ray's own waiting
+    code, and there it was seen to be lost: the run went on to the end.
+    A second Ctrl-C raises at once."""
+    interrupted: List[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield interrupted
+        return
+
+    def on_sigint(signum, frame):
+        if interrupted:
+            raise KeyboardInterrupt
+        interrupted.append(signum)
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield interrupted
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _from_items(ray, items: List[Dict[str, str]]):

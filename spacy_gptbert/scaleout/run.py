@@ -3,7 +3,7 @@ the pending parts to a backend, count docs, mark the run complete."""
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Optional, Union
+from typing import Any, Callable, Dict, Optional, Union
 
 from ..errors import Errors
 from .inputs import Part, find_shards, plan_parts
@@ -31,10 +31,12 @@ class ApplyResult:
 def apply(input_path: Union[str, Path], output: Union[str, Path], settings: ApplySettings, *,
           backend: str = "local", n_process: int = 1, ray_address: Optional[str] = None,
           workers: Optional[int] = None, cpus_per_worker: float = 1.0, gpus_per_worker: Optional[float] = None,
-          overwrite: bool = False, progress: bool = True, log=print) -> ApplyResult:
+          overwrite: bool = False, progress: bool = True, log=print,
+          on_part: Optional[Callable[[Part, int], None]] = None) -> ApplyResult:
     """Apply settings.pipeline to every record under input_path, writing part
     files under the directory `output`. Running it again with the same output
-    finishes an interrupted run; each input record is in the output once."""
+    finishes an interrupted run; each input record is in the output once.
+    on_part(part, n_docs) is called in the driver as each part finishes."""
     if backend not in BACKENDS:
         raise ValueError(Errors.E356.format(backend=backend, options=", ".join(BACKENDS)))
     if n_process < 1:
@@ -75,6 +77,8 @@ def apply(input_path: Union[str, Path], output: Union[str, Path], settings: Appl
     def on_done(part: Part, n: int) -> None:
         processed["n"] += n
         bar.update(n)
+        if on_part is not None:
+            on_part(part, n)
 
     try:
         if pending and backend == "local":

@@ -19,7 +19,8 @@ class ApplySettings:
     part_size: int = 1000
     threads: int = 1            # torch threads per worker (local process or Ray actor)
     code: Optional[str] = None  # a Python file with registered functions, imported by each worker
-    use_gpu: bool = False
+    gpu_id: int = -1            # >= 0: require this GPU in every worker (local --gpu-id)
+    prefer_gpu: bool = False    # use the GPU Ray assigned to the actor, if thinc can
 
     def __post_init__(self) -> None:
         if self.output_format not in OUTPUT_FORMATS:

@@ -35,8 +35,10 @@ class PartWorker:
         torch.set_num_threads(self.settings.threads)
         if self.settings.code:
             import_code(self.settings.code)
-        if self.settings.use_gpu:
-            spacy.prefer_gpu()
+        if self.settings.gpu_id >= 0:
+            spacy.require_gpu(self.settings.gpu_id)
+        elif self.settings.prefer_gpu:
+            spacy.prefer_gpu(0)  # Ray sets CUDA_VISIBLE_DEVICES: 0 is the actor's own GPU
         import spacy_gptbert  # noqa: F401  (registers factories when entry points are stale)
 
         self.nlp = spacy.load(self.settings.pipeline)

@@ -43,7 +43,7 @@ def test_jsonl_records_carry_ids_cats_generations_vectors(pipeline_dir, corpus, 
 
 
 def test_spacy_output_and_merge(pipeline_dir, corpus, tmp_path):
-    apply(corpus, tmp_path / "out", settings(pipeline_dir, output_format="spacy"), progress=False)
+    apply(corpus, tmp_path / "out", settings(pipeline_dir, output_format="spacy", vectors=True), progress=False)
     assert len(list((tmp_path / "out").glob("*.spacy"))) == 9
     n = merge(tmp_path / "out", tmp_path / "all.spacy")
     docs = list(DocBin().from_disk(tmp_path / "all.spacy").get_docs(spacy.blank("en").vocab))
@@ -51,6 +51,8 @@ def test_spacy_output_and_merge(pipeline_dir, corpus, tmp_path):
     assert [d.user_data["id"] for d in docs] == EXPECTED_IDS
     assert all(set(d.cats) == {"POS", "NEG"} for d in docs)
     assert all(isinstance(d._.generation, str) for d in docs)
+    assert {len(d.user_data["vector"]) for d in docs} == {32}  # the tiny BERT's width
+    assert all(d._.bert_pooled is None for d in docs)  # the encoder's arrays are not stored
 
 
 def test_resume_redoes_only_missing_parts(pipeline_dir, corpus, tmp_path):

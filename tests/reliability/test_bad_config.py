@@ -162,6 +162,19 @@ def test_spacy_load_of_a_damaged_pipeline(nlp_all, component, damage, tmp_path, 
     assert not (tmp_path / "PWNED_MARKER").exists()
 
 
+@pytest.mark.parametrize("component", COMPONENTS)
+def test_pickle_next_to_safetensors_is_never_read(nlp_all, component, tmp_path, monkeypatch):
+    """A payload beside valid weights: the pipeline loads from safetensors and
+    the pickle is never opened."""
+    nlp_all.to_disk(tmp_path / "pipeline")
+    for name in ("pytorch_model.bin", "training_args.bin", "optimizer.pt"):
+        (tmp_path / "pipeline" / component / "hf_0" / name).write_bytes(pickle.dumps(_Payload()))
+    monkeypatch.chdir(tmp_path)
+    nlp = spacy.load(tmp_path / "pipeline")
+    assert isinstance(nlp("a good movie")._.generation, str)
+    assert not (tmp_path / "PWNED_MARKER").exists()
+
+
 # -- the wrong kind of model ---------------------------------------------------
 
 

@@ -5,8 +5,9 @@ The thinc crossing lives in generator_model.py, the pipeline logic in
 pipeline/generator.py.
 """
 import contextlib
+import weakref
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator, List, Optional, Sequence
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -239,8 +240,9 @@ def generate_ids(lm, input_ids: torch.Tensor, attention_mask: torch.Tensor, sett
         eos_token_id=eos_id,
         use_cache=True,  # KV cache: each step feeds one new token per row
     )
-    if settings.stop and tokenizer is not None:
-        kwargs.update(stop_strings=list(settings.stop), tokenizer=tokenizer)
+    early = early_stop_strings(tokenizer, settings.stop) if tokenizer is not None else []
+    if early:
+        kwargs.update(stop_strings=early, tokenizer=tokenizer)
     if settings.do_sample:
         kwargs.update(temperature=settings.temperature, top_k=settings.top_k, top_p=settings.top_p)
     else:
@@ -254,6 +256,36 @@ def generate_ids(lm, input_ids: torch.Tensor, attention_mask: torch.Tensor, sett
     finally:
         lm.train(was_training)
     return out[:, input_ids.shape[1] :]
+
+
+_EARLY_STOP: "weakref.WeakKeyDictionary[Any, Dict[Tuple[str, ...], List[str]]]" = weakref.WeakKeyDictionary()
+
+
+def early_stop_strings(tokenizer, stop: Sequence[str]) -> List[str]:
+    """The stop strings Hugging Face's StopStringCriteria can watch for with
+    this tokenizer. It refuses some (e.g. "\\x80" with GPT-2's byte-level BPE:
+    it matches token strings, and no token string holds that character).
+    Those still work, only later: generation runs on to max_new_tokens (or
+    EOS), and the text is cut at the stop string afterwards."""
+    if not stop:
+        return []
+    try:
+        cache = _EARLY_STOP.setdefault(tokenizer, {})
+    except TypeError:  # not weak-referenceable: no cache
+        cache = {}
+    key = tuple(stop)
+    if key not in cache:
+        from transformers import StopStringCriteria
+
+        usable = []
+        for s in stop:
+            try:
+                StopStringCriteria(tokenizer=tokenizer, stop_strings=[s])
+            except ValueError:
+                continue
+            usable.append(s)
+        cache[key] = usable
+    return list(cache[key])
 
 
 def cut_at_stop(text: str, stop: Sequence[str]) -> str:

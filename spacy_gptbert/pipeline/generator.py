@@ -10,9 +10,11 @@ Scoring reports perplexity, bits and nats per character on the dev Docs and,
 with a bert_textcat in the pipeline, how often the generated text is
 classified as the label that was asked for.
 """
+import dataclasses
 import math
 import random
 import weakref
+import zlib
 from itertools import islice
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
@@ -169,6 +171,10 @@ def generation_agreement(nlp: Language, docs: Iterable[Doc], textcat: Optional[s
 # ---------------------------------------------------------------------------
 
 
+MIN_TEMPERATURE = 0.01
+REPETITION_PENALTY_RANGE = (0.01, 100.0)
+
+
 def check_settings(s: GenerationSettings, on_long_prompt: str, mode: str) -> None:
     def bad(setting, value, why):
         raise ValueError(Errors.E204.format(setting=setting, value=value, why=why))
@@ -181,14 +187,17 @@ def check_settings(s: GenerationSettings, on_long_prompt: str, mode: str) -> Non
         raise ValueError(Errors.E201.format(n=s.num_return_sequences))
     if s.max_new_tokens < 1:
         bad("max_new_tokens", s.max_new_tokens, "it must be at least 1.")
-    if s.temperature <= 0:
-        bad("temperature", s.temperature, "it must be > 0; use do_sample = false for greedy decoding.")
+    # Below these bounds the logits are divided into inf and sampling fails (NaN probabilities).
+    if not s.temperature >= MIN_TEMPERATURE:
+        bad("temperature", s.temperature, f"it must be >= {MIN_TEMPERATURE}; use do_sample = false for greedy "
+                                          "decoding.")
     if s.top_k < 0:
         bad("top_k", s.top_k, "it must be >= 0 (0 turns top-k filtering off).")
     if not 0.0 < s.top_p <= 1.0:
         bad("top_p", s.top_p, "it must lie in (0, 1] (1.0 turns nucleus sampling off).")
-    if s.repetition_penalty <= 0:
-        bad("repetition_penalty", s.repetition_penalty, "it must be > 0 (1.0 means no penalty).")
+    if not REPETITION_PENALTY_RANGE[0] <= s.repetition_penalty <= REPETITION_PENALTY_RANGE[1]:
+        bad("repetition_penalty", s.repetition_penalty, "it must lie in [{}, {}] (1.0 means no penalty, "
+            "above 1 discourages repeats).".format(*REPETITION_PENALTY_RANGE))
     if not s.do_sample:
         for name, value, neutral in (("temperature", s.temperature, 1.0), ("top_k", s.top_k, 0),
                                      ("top_p", s.top_p, 1.0)):
@@ -255,11 +264,22 @@ class GPTGenerator(HFSerializationMixin, TrainablePipe):
         # Longest first: a caller's slice of sorted prompts pads little, and the
         # order is undone below.
         order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
-        generated = lm_model.generate_texts(self.lm, [prompts[i] for i in order], self.settings)
+        generated = lm_model.generate_texts(self.lm, [prompts[i] for i in order], self._batch_settings(docs))
         result: List[List[str]] = [[] for _ in docs]
         for j, i in enumerate(order):
             result[i] = generated[j]
         return result
+
+    def _batch_settings(self, docs: Sequence[Doc]) -> GenerationSettings:
+        """With a seed, each batch samples from its own seed, derived from the
+        seed and the batch's texts: the same batch gives the same generations
+        on every run, while batches with the same prompts (a template that only
+        reads the label) do not repeat each other's samples."""
+        seed = self.settings.seed
+        if seed is None or not self.settings.do_sample:
+            return self.settings
+        texts = "\x1f".join(doc.text for doc in docs).encode("utf8", "surrogatepass")
+        return dataclasses.replace(self.settings, seed=(seed + zlib.crc32(texts)) % 2**31)
 
     def prompt_ids(self, docs: Sequence[Doc]) -> List[List[int]]:
         """[BOS] + prompt tokens per doc, fitted into the context (see on_long_prompt)."""

@@ -200,13 +200,17 @@ class BertTextCategorizer(HFSerializationMixin, TrainablePipe):
         probs = self._activate(logits)
         truths, mask = ops.asarray2f(truths), ops.asarray2f(mask)
         n_annotated = max(float((mask.sum(axis=1) > 0).sum()), 1.0)
-        eps = 1e-7
+        # Log-probabilities from the logits, not log(probs): exact for confident
+        # predictions, and every term is >= 0 (log(p + eps) could round below 0).
+        xp = ops.xp
+        logits = ops.asarray2f(logits)
         if self.cfg["exclusive_classes"]:
+            shifted = logits - logits.max(axis=1, keepdims=True)
+            log_probs = shifted - xp.log(xp.exp(shifted).sum(axis=1, keepdims=True))
             # Rows without annotation have an all-zero mask and contribute nothing.
-            loss = -float((truths * ops.xp.log(probs + eps) * mask).sum())
+            loss = -float((truths * log_probs * mask).sum())
         else:
-            loss = -float((mask * (truths * ops.xp.log(probs + eps)
-                                   + (1 - truths) * ops.xp.log(1 - probs + eps))).sum())
+            loss = float((mask * (truths * _softplus(xp, -logits) + (1 - truths) * _softplus(xp, logits))).sum())
         d_logits = (probs - truths) * mask / n_annotated
         return loss / n_annotated, d_logits
 
@@ -324,6 +328,11 @@ def _pool_only(model: Model) -> None:
     for node in model.walk():
         if is_windowed_model(node) and node.attrs["kind"] == "encoder":
             node.attrs["return_tokens"] = False
+
+
+def _softplus(xp, x):
+    """log(1 + exp(x)) without overflow: -log(sigmoid(-x))."""
+    return xp.maximum(x, 0) + xp.log1p(xp.exp(-xp.abs(x)))
 
 
 def _check_label(label) -> None:

@@ -16,7 +16,7 @@ from thinc.api import Adam
 from spacy_gptbert.models import generator_model as lm_model
 from spacy_gptbert.models.gpt import Rows
 from spacy_gptbert.pipeline.generator import generation_agreement, generator_score
-from spacy_gptbert.pipeline.prompts import TemplatePrompt, format_cats, get_prompt_function
+from spacy_gptbert.pipeline.prompts import TemplatePrompt, as_prompt, format_cats, get_prompt_function
 from spacy_gptbert.training import generator_data
 
 HF_TINY = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "hf-tiny"
@@ -112,6 +112,22 @@ def test_seed_makes_sampling_reproducible(trained_nlp):
         gen.settings = old
 
 
+def test_seeded_batches_with_one_prompt_do_not_repeat_each_other(trained_nlp):
+    """A template that only reads the label gives every doc the same prompt;
+    a seed must not make every batch draw the same samples."""
+    gen = trained_nlp.get_pipe("gpt_generator")
+    old, old_prompt = gen.settings, gen.prompt
+    try:
+        gen.settings = type(old)(max_new_tokens=8, do_sample=True, temperature=1.5, seed=7)
+        gen.prompt = as_prompt("The")
+        texts = [f"doc {i}" for i in range(16)]
+        first = [d._.generation for d in trained_nlp.pipe(texts, batch_size=4)]
+        assert first == [d._.generation for d in trained_nlp.pipe(texts, batch_size=4)]  # reproducible
+        assert len({tuple(first[i:i + 4]) for i in range(0, 16, 4)}) == 4  # four batches, four draws
+    finally:
+        gen.settings, gen.prompt = old, old_prompt
+
+
 def test_stop_strings_cut_output(trained_nlp):
     gen = trained_nlp.get_pipe("gpt_generator")
     gen.settings.stop = [" on", "."]
@@ -141,6 +157,17 @@ def test_stop_strings_end_generation_early(trained_nlp):
     finally:
         del lm.forward
     assert len(calls) < settings.max_new_tokens  # one forward per generated step
+
+
+def test_stop_string_hugging_face_cannot_watch(trained_nlp):
+    """Found by the fuzz suite: StopStringCriteria refuses "\\x80" (no token
+    string holds it). Generation still runs, and the text is cut at it."""
+    gen = trained_nlp.get_pipe("gpt_generator")
+    prompts = lm_model.encode(gen.lm, ["The cat"])
+    settings = type(gen.settings)(max_new_tokens=6, stop=["\x80", " on"])
+    assert lm_model.generate_texts(gen.lm, prompts, settings) == [[" sat"]]
+    settings.stop = ["\x80"]
+    assert lm_model.generate_texts(gen.lm, prompts, settings)[0][0].startswith(" sat on")
 
 
 def test_empty_doc_generates_from_prompt(trained_nlp):
@@ -276,6 +303,10 @@ def test_long_prompt_truncates_with_warning_or_errors(trained_nlp):
         ({"max_new_tokens": 0}, "E204"),
         ({"on_long_prompt": "drop"}, "E204"),
         ({"stop": [""]}, "E204"),
+        # found by the fuzz suite: such values divide the logits into inf, then NaN probabilities
+        ({"do_sample": True, "temperature": 1e-300}, "E204"),
+        ({"do_sample": True, "repetition_penalty": 1e-308}, "E204"),
+        ({"repetition_penalty": 1e6}, "E204"),
         ({"mode": "seq2seq"}, "E206"),
         ({"model": {**TINY_GPT, "n_embd": 30, "n_head": 4}}, "E208"),
     ],

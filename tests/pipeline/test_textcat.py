@@ -77,6 +77,21 @@ def test_exact_multilabel_loss(tiny_bert):
     assert_allclose(d, [[(sig(0) - 1) / 2, sig(1.0) / 2], [(sig(2.0) - 1) / 2, 0.0]], rtol=1e-5)
 
 
+@pytest.mark.parametrize("exclusive", [True, False])
+def test_loss_of_confident_right_answer_is_tiny_not_negative(tiny_bert, exclusive):
+    """Found by the fuzz suite: log(p + eps) rounded to a loss of -1.2e-07
+    for a logit of 17; the loss is now computed from the logits."""
+    nlp = make_nlp(tiny_bert, exclusive_classes=exclusive)
+    textcat = nlp.get_pipe("bert_textcat")
+    egs = [Example.from_dict(nlp.make_doc("good"), {"cats": {"A": 1.0, "B": 0.0}})]
+    nlp.initialize(lambda: egs)
+    loss, _ = textcat.get_loss(egs, numpy.asarray([[17.0, -17.0]], dtype="float32"))
+    assert 0.0 <= loss < 1e-6
+    loss, _ = textcat.get_loss(egs, numpy.asarray([[-40.0, 0.0]], dtype="float32"))
+    expected = 40.0 if exclusive else 40.0 + math.log(2)  # multi-label: B's term at logit 0 adds log 2
+    assert loss == pytest.approx(expected, rel=1e-5)  # exact, not capped at -log(eps) = 16.1
+
+
 def _overfit(nlp, egs, steps=40):
     optimizer = nlp.initialize(lambda: egs)
     losses = []

@@ -219,7 +219,7 @@ def seeded(seed: Optional[int], device: Optional[torch.device] = None):
         yield
 
 
-@torch.no_grad()
+@torch.inference_mode()  # no autograd bookkeeping at all (no_grad still tracks versions)
 def generate_ids(lm, input_ids: torch.Tensor, attention_mask: torch.Tensor, settings: GenerationSettings,
                  pad_id: int, eos_id: Optional[int], tokenizer=None) -> torch.Tensor:
     """One Hugging Face `generate` call for a left-padded batch.

@@ -1,7 +1,7 @@
 """Batched generation: gpt_generator in nlp.pipe vs Hugging Face `generate` at the
 same batch size vs one prompt at a time, side by side in one process.
 
-    python benchmarks/generation.py [--n-prompts 64] [--batch-size 16] [--max-new-tokens 32]
+    python benchmarks/generation.py [--n-prompts 64] [--batch-size 16] [--max-new-tokens 32] [--repeats 3]
 
 The model is a GPT-2 of the size of configs/generator_scratch.cfg (4 layers,
 width 256, BPE 2048) with random weights and a tokenizer trained on the spot:
@@ -63,6 +63,7 @@ def main() -> None:
     parser.add_argument("--n-prompts", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--max-new-tokens", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=3, help="rounds over all contenders; best time kept")
     parser.add_argument("--output", default=str(ROOT / "benchmarks" / "results" / "generation.json"))
     args = parser.parse_args()
     prompts = [t for t, _ in read_tsv(SHARED / "sst2" / "dev.tsv")][: args.n_prompts]
@@ -77,18 +78,23 @@ def main() -> None:
 
         lm, tokenizer = get_hf_parts(nlp.get_pipe("gpt_generator").lm)
         run_ours(nlp, prompts[:4], 4)  # warm-up
-        rows = []
-        for name, fn in [
+        contenders = [
             (f"gpt_generator nlp.pipe(batch_size={args.batch_size})", lambda: run_ours(nlp, prompts, args.batch_size)),
             (f"HF generate, batch {args.batch_size}", lambda: run_hf(lm, tokenizer, prompts, args.batch_size, args.max_new_tokens)),
             ("gpt_generator one prompt at a time", lambda: run_ours(nlp, prompts, 1)),
             ("HF generate, one prompt at a time", lambda: run_hf(lm, tokenizer, prompts, 1, args.max_new_tokens)),
-        ]:
-            seconds, texts = fn()
-            assert len(texts) == len(prompts)
-            new_tokens = len(prompts) * args.max_new_tokens
-            rows.append({"contender": name, "seconds": seconds, "new_tokens": new_tokens,
-                         "tokens_per_s": new_tokens / seconds})
+        ]
+        # Rounds over all contenders, the best time of each kept: a noisy moment on a
+        # shared machine then hurts no contender more than another.
+        best = {name: float("inf") for name, _ in contenders}
+        for _ in range(args.repeats):
+            for name, fn in contenders:
+                seconds, texts = fn()
+                assert len(texts) == len(prompts)
+                best[name] = min(best[name], seconds)
+        new_tokens = len(prompts) * args.max_new_tokens
+        rows = [{"contender": name, "seconds": best[name], "new_tokens": new_tokens,
+                 "tokens_per_s": new_tokens / best[name]} for name, _ in contenders]
     base = rows[1]["tokens_per_s"]
     one = rows[2]["tokens_per_s"]
     print(f"{'contender':48} {'s':>7} {'new tok':>8} {'tok/s':>8} {'vs HF batch':>11} {'vs one-at-a-time':>16}")

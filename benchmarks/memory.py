@@ -2,7 +2,7 @@
 of docs processed?
 
     python benchmarks/memory.py [--n-docs 100000] [--batch-size 64] [--every 5000] \
-        [--component bert_encoder|bert_textcat|transformer]
+        [--component bert_encoder|bert_textcat|transformer|none]
 
 Streams --n-docs short docs (SST-2 train sentences, repeated in order) through
 nlp.pipe with one component (bert_encoder by default; bert_textcat with an
@@ -32,6 +32,8 @@ def hwm_mb() -> float:
 
 def build(component: str):
     nlp = spacy.blank("en")
+    if component == "none":  # spaCy's tokenizer alone: what the vocabulary's growth costs
+        return nlp
     if component == "transformer":
         import spacy_transformers  # noqa: F401
 

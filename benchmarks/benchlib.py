@@ -60,13 +60,18 @@ def count_words(texts: List[str]) -> int:
     return sum(len(t.split()) for t in texts)
 
 
-def rss_mb() -> float:
-    """Current resident set size (VmRSS) of this process in MB."""
+def status_mb(field: str) -> float:
+    """A memory field of /proc/self/status (e.g. "VmRSS", "VmHWM") in MB."""
     with open("/proc/self/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def rss_mb() -> float:
+    """Current resident set size (VmRSS) of this process in MB."""
+    return status_mb("VmRSS")
 
 
 class RSSSampler:

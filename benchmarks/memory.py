@@ -19,15 +19,12 @@ import time
 
 import spacy
 
-from benchlib import MINILM, RESULTS, RSSSampler, machine, print_table, rss_mb, sst2_texts, write_json
+from benchlib import MINILM, RESULTS, RSSSampler, machine, print_table, rss_mb, sst2_texts, status_mb, write_json
 
 
 def hwm_mb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
+    """The kernel's peak resident set size (VmHWM) of this process in MB."""
+    return status_mb("VmHWM")
 
 
 def build(component: str):

@@ -214,6 +214,19 @@ def window_starts(n: int, window: int, stride: int) -> List[int]:
     return starts
 
 
+# Chunk lengths are rounded up to a multiple of this. A few padded positions
+# cost little, but every distinct input shape makes oneDNN compile and cache
+# new kernels: with exact lengths a long stream of short docs kept adding
+# shapes, and the process grew by ~130 MB over 100k docs.
+LENGTH_MULTIPLE = 8
+
+
+def padded_length(n: int, longest: int) -> int:
+    """n rounded up to LENGTH_MULTIPLE, never past the longest possible window
+    (which the model's position embeddings are known to fit)."""
+    return min(-(-n // LENGTH_MULTIPLE) * LENGTH_MULTIPLE, longest)
+
+
 def plan_windows(tokenizer, docs: Sequence[Doc], window: int, stride: int, max_batch_tokens: int) -> WindowPlan:
     prefix = [tokenizer.cls_token_id] if tokenizer.cls_token_id is not None else []
     suffix = [tokenizer.sep_token_id] if tokenizer.sep_token_id is not None else []
@@ -240,7 +253,7 @@ def plan_windows(tokenizer, docs: Sequence[Doc], window: int, stride: int, max_b
     chunks, chunk = [], []
     for k in order:
         # chunk[0] is the chunk's longest window: every row pads to its length
-        if chunk and (len(chunk) + 1) * length(chunk[0]) > max_batch_tokens:
+        if chunk and (len(chunk) + 1) * padded_length(length(chunk[0]), window + extra) > max_batch_tokens:
             chunks.append(chunk)
             chunk = []
         chunk.append(k)
@@ -251,7 +264,7 @@ def plan_windows(tokenizer, docs: Sequence[Doc], window: int, stride: int, max_b
     offset = 0
     wid = 0
     for chunk in chunks:
-        max_len = length(chunk[0])
+        max_len = padded_length(length(chunk[0]), window + extra)
         ids = numpy.full((len(chunk), max_len), pad_id, dtype="int64")
         mask = numpy.zeros((len(chunk), max_len), dtype="int64")
         for row, k in enumerate(chunk):

@@ -5,7 +5,7 @@ import torch
 from numpy.testing import assert_allclose
 
 from spacy_gptbert.models.architectures import build_encoder
-from spacy_gptbert.models.encoder import get_hf_parts, window_starts
+from spacy_gptbert.models.encoder import LENGTH_MULTIPLE, get_hf_parts, plan_windows, window_starts
 
 
 @pytest.mark.parametrize("n,window,stride", [(0, 8, 4), (5, 8, 4), (8, 8, 8), (9, 8, 4), (100, 30, 10), (101, 30, 30)])
@@ -82,6 +82,26 @@ def test_batch_equals_single(tiny_bert):
         single = model.predict([doc])
         assert_allclose(batch.doc_tokens()[i], single.doc_tokens()[0], atol=1e-5)
         assert_allclose(batch.mean[i], single.mean[0], atol=1e-5)
+
+
+def test_chunk_lengths_are_rounded_and_capped(tiny_bert):
+    """Chunks pad to a multiple of LENGTH_MULTIPLE (few distinct shapes for
+    oneDNN to cache) but never past the longest window the model accepts, and
+    within max_batch_tokens unless one window alone exceeds it."""
+    nlp = spacy.blank("en")
+    model = _encoder(tiny_bert)
+    _, tokenizer = get_hf_parts(model)
+    words = "the plot is great fun and i loved every minute of it".split()
+    docs = [nlp(" ".join(words[: 1 + i % len(words)] * (1 + i // 4))) for i in range(40)]
+    window = 21  # + [CLS] and [SEP] = 23, not a multiple of 8
+    plan = plan_windows(tokenizer, docs, window=window, stride=10, max_batch_tokens=64)
+    lengths = [ids.shape[1] for ids, _ in plan.chunks]
+    assert all(n % LENGTH_MULTIPLE == 0 or n == window + 2 for n in lengths)
+    assert window + 2 in lengths  # full windows are not padded past the model's limit
+    for ids, mask in plan.chunks:
+        assert ids.shape[0] * ids.shape[1] <= 64 or ids.shape[0] == 1
+        assert mask.sum(1).max() > ids.shape[1] - LENGTH_MULTIPLE  # no all-padding tail
+    assert sum(int(mask.sum()) for _, mask in plan.chunks) == len(plan.index["pos_window"])
 
 
 def test_unaligned_tokens_get_zero_rows(tiny_bert):

@@ -89,6 +89,8 @@ class Errors(metaclass=ErrorsWithCodes):
             "training (known labels: {labels}). Add examples of it to the training "
             "data or remove it from the evaluation data.")
     E111 = ("Invalid threshold {threshold}: it must lie in (0, 1).")
+    E116 = ("Invalid label_smoothing {value}: it must lie in [0, 1). 0 trains on "
+            "the gold labels as they are; 0.1 is a common choice.")
     E112 = ("The labels given to '{name}' ({given}) differ from the labels of the "
             "fine-tuned classification model ({model_labels}). Leave labels empty "
             "to use the model's id2label, or fine-tune a new head.")

@@ -48,6 +48,7 @@ DEFAULT_CONFIG = Config().from_str(DEFAULT_TEXTCAT_MODEL)
         "labels": [],
         "scorer": {"@scorers": "spacy-gptbert.textcat_scorer.v1"},
         "quantize": False,
+        "label_smoothing": 0.0,
     },
     default_score_weights={
         "cats_score": 1.0, "cats_acc": None, "cats_score_desc": None, "cats_micro_p": None,
@@ -57,17 +58,19 @@ DEFAULT_CONFIG = Config().from_str(DEFAULT_TEXTCAT_MODEL)
 )
 def make_bert_textcat(
     nlp: Language, name: str, model: Model, exclusive_classes: bool, threshold: float,
-    labels: List[str], scorer: Optional[Callable], quantize: bool = False,
+    labels: List[str], scorer: Optional[Callable], quantize: bool = False, label_smoothing: float = 0.0,
 ):
     """exclusive_classes: one label per doc (softmax + cross-entropy) or any
     number (sigmoid + binary cross-entropy). threshold: a multi-label class is
     positive at or above it (scoring). labels: fixed label order; empty = take
     them from the training data (or from a fine-tuned model's id2label).
     quantize: predict on the CPU with an int8 copy of the transformer's linear
-    layers (training and saving use the float weights)."""
+    layers (training and saving use the float weights). label_smoothing: train
+    on gold labels moved this far towards uniform (exclusive: towards 1/K for
+    each of K classes; multi-label: towards 0.5 for each label)."""
     return BertTextCategorizer(
         nlp.vocab, model, name, exclusive_classes=exclusive_classes, threshold=threshold,
-        labels=labels, scorer=scorer, quantize=quantize,
+        labels=labels, scorer=scorer, quantize=quantize, label_smoothing=label_smoothing,
     )
 
 
@@ -113,10 +116,12 @@ class BertTextCategorizer(HFSerializationMixin, TrainablePipe):
     def __init__(
         self, vocab: Vocab, model: Model, name: str = "bert_textcat", *,
         exclusive_classes: bool = True, threshold: float = 0.5, labels: Sequence[str] = (),
-        scorer: Optional[Callable] = textcat_score, quantize: bool = False,
+        scorer: Optional[Callable] = textcat_score, quantize: bool = False, label_smoothing: float = 0.0,
     ) -> None:
         if not 0.0 < threshold < 1.0:
             raise ValueError(Errors.E111.format(threshold=threshold))
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(Errors.E116.format(value=label_smoothing))
         for label in labels:
             _check_label(label)
         self.vocab = vocab
@@ -127,6 +132,7 @@ class BertTextCategorizer(HFSerializationMixin, TrainablePipe):
         if quantize:
             check_quantization_available()
         self.quantize = quantize  # an inference setting: not in cfg, so never saved with the weights
+        self.label_smoothing = label_smoothing  # a training setting, from the config
         _pool_only(model)
         self.cfg: Dict[str, Any] = {
             "labels": list(labels), "exclusive_classes": exclusive_classes, "threshold": threshold,
@@ -197,6 +203,11 @@ class BertTextCategorizer(HFSerializationMixin, TrainablePipe):
         examples = list(examples)
         ops = self.model.ops
         truths, mask = self._truths(examples)
+        if self.label_smoothing:
+            # Soft targets: both losses below and their gradient (probs - truths)
+            # are already written for targets in [0, 1] (summing to 1 if exclusive).
+            n_classes = truths.shape[1] if self.cfg["exclusive_classes"] else 2
+            truths = truths * (1.0 - self.label_smoothing) + self.label_smoothing / n_classes
         probs = self._activate(logits)
         truths, mask = ops.asarray2f(truths), ops.asarray2f(mask)
         n_annotated = max(float((mask.sum(axis=1) > 0).sum()), 1.0)

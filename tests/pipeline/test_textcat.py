@@ -77,6 +77,41 @@ def test_exact_multilabel_loss(tiny_bert):
     assert_allclose(d, [[(sig(0) - 1) / 2, sig(1.0) / 2], [(sig(2.0) - 1) / 2, 0.0]], rtol=1e-5)
 
 
+def test_exact_loss_with_label_smoothing(tiny_bert):
+    """Smoothed targets 0.95 / 0.05 (eps 0.1, two classes): cross-entropy
+    against them and gradient probs - targets, by hand."""
+    nlp = make_nlp(tiny_bert, label_smoothing=0.1)
+    textcat = nlp.get_pipe("bert_textcat")
+    egs = examples(nlp, TRAIN[:2])
+    nlp.initialize(lambda: egs)
+    logits = numpy.asarray([[2.0, 0.0], [0.5, 1.5]], dtype="float32")
+    loss, d = textcat.get_loss(egs, logits)
+    p0 = math.exp(2) / (math.exp(2) + 1)  # P(POS) for doc 0 (gold POS)
+    p1 = math.exp(1.5) / (math.exp(0.5) + math.exp(1.5))  # P(NEG) for doc 1 (gold NEG)
+    hi, lo = 0.95, 0.05
+    expected = (-hi * math.log(p0) - lo * math.log(1 - p0) - hi * math.log(p1) - lo * math.log(1 - p1)) / 2
+    assert loss == pytest.approx(expected, rel=1e-5)
+    assert_allclose(d, [[(p0 - hi) / 2, (1 - p0 - lo) / 2], [(1 - p1 - lo) / 2, (p1 - hi) / 2]], rtol=1e-5)
+
+
+def test_multilabel_label_smoothing_moves_targets_towards_half(tiny_bert):
+    nlp = make_nlp(tiny_bert, exclusive_classes=False, label_smoothing=0.2)
+    textcat = nlp.get_pipe("bert_textcat")
+    egs = [Example.from_dict(nlp.make_doc("good"), {"cats": {"A": 1.0, "B": 0.0}})]
+    nlp.initialize(lambda: egs)
+    logits = numpy.asarray([[0.0, 1.0]], dtype="float32")
+    _, d = textcat.get_loss(egs, logits)
+    sig = lambda x: 1 / (1 + math.exp(-x))
+    assert_allclose(d, [[sig(0.0) - 0.9, sig(1.0) - 0.1]], rtol=1e-5)
+
+
+@pytest.mark.parametrize("value", [-0.1, 1.0, 2.0])
+def test_bad_label_smoothing(value):
+    nlp = spacy.blank("en")
+    with pytest.raises(ValueError, match="E116"):
+        nlp.add_pipe("bert_textcat", config={"label_smoothing": value})
+
+
 @pytest.mark.parametrize("exclusive", [True, False])
 def test_loss_of_confident_right_answer_is_tiny_not_negative(tiny_bert, exclusive):
     """Found by the fuzz suite: log(p + eps) rounded to a loss of -1.2e-07

@@ -93,6 +93,30 @@ def test_every_training_logs_jsonl_for_the_plots():
                 assert command["script"][0] == f"rm -rf {out}", command["name"]
 
 
+def test_step_budgets_are_not_cut_short_by_max_epochs():
+    """`--training.max_steps N` must be what stops a training: a config with
+    max_epochs = 1 stops after one pass over a small corpus first (TREC: 4,907
+    questions = 154 steps of 32, so an 800-step budget ended at step 154, before
+    the first evaluation, and model-best was the untrained model). Only
+    configs/textcat_sst2.cfg on SST-2 may keep its epoch limit: its max_steps
+    is exactly one epoch of that corpus."""
+    from spacy.util import load_config
+
+    for command in PROJECT["commands"]:
+        for line in command["script"]:
+            if "-m spacy train " not in line or "--training.max_steps" not in line:
+                continue
+            words = shlex.split(substitute(line))
+            arg = lambda name: words[words.index(name) + 1] if name in words else None  # noqa: E731
+            config = load_config(ROOT / words[words.index("train") + 1])
+            max_epochs = int(arg("--training.max_epochs") or config["training"]["max_epochs"])
+            if max_epochs == 0:
+                continue
+            assert words[words.index("train") + 1] == "configs/textcat_sst2.cfg", command["name"]
+            assert arg("--paths.train") == "corpus/sst2/train.spacy", command["name"]
+            assert int(arg("--training.max_steps")) <= config["training"]["max_steps"], command["name"]
+
+
 def test_get_assets_copies_and_checks(tmp_path, monkeypatch):
     get_assets = load_script("get_assets")
     data = tmp_path / "data"

@@ -214,11 +214,13 @@ def window_starts(n: int, window: int, stride: int) -> List[int]:
     return starts
 
 
-# Chunk lengths are rounded up to a multiple of this. A few padded positions
-# cost little, but every distinct input shape makes oneDNN compile and cache
-# new kernels: with exact lengths a long stream of short docs kept adding
-# shapes, and the process grew by ~130 MB over 100k docs.
-LENGTH_MULTIPLE = 8
+# Chunk lengths are rounded up to a multiple of this. Every distinct input
+# shape makes oneDNN compile and cache new kernels: with exact lengths, a
+# stream of 100k short docs kept adding shapes and the process grew by ~120 MB
+# (benchmarks/memory.py: peak 1.18x its value after 5k docs). Multiples of 4
+# give 1.07x for ~4% more compute on SST-2 sentences; multiples of 8 gave
+# 1.03x but cost ~10% (benchmarks/README.md).
+LENGTH_MULTIPLE = 4
 
 
 def padded_length(n: int, longest: int) -> int:

@@ -68,8 +68,9 @@ def train(config, corpus: Path, max_steps: int, max_epochs: int, seed: int = 0):
     fix_random_seed(seed)
     random.seed(seed)
     nlp = init_nlp(config)
-    T = registry.resolve(nlp.config["training"], schema=ConfigSchemaTraining)
-    (train_corpus,) = resolve_dot_names(nlp.config, [T["train_corpus"]])
+    config = nlp.config.interpolate()  # as spacy train does: init_config's ${system.seed} etc.
+    T = registry.resolve(config["training"], schema=ConfigSchemaTraining)
+    (train_corpus,) = resolve_dot_names(config, [T["train_corpus"]])
     optimizer, batcher, dropout = T["optimizer"], T["batcher"], T["dropout"]
     steps = examples = 0
     seconds = 0.0

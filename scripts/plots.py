@@ -51,18 +51,42 @@ def scores_per_step(rows: List[dict]) -> Dict[str, Tuple[List[int], List[float]]
     return out
 
 
+# Dev metrics where lower is better and the scale is open (nats/char, bits/char,
+# perplexity): drawn on their own log-scaled panel in their real units, so a
+# perplexity in the thousands does not flatten the 0-100 scores.
+LOSS_LIKE = ("loss", "bpc", "ppl")
+
+
+def is_loss_like(name: str) -> bool:
+    return any(part in name for part in LOSS_LIKE)
+
+
 def plot_curves(log: Path, output: Path, title: str = "") -> Path:
     plt = _pyplot()
     rows = read_log(log)
-    fig, (ax_loss, ax_score) = plt.subplots(1, 2, figsize=(11, 4))
+    scores = scores_per_step(rows)
+    losses = {name: (xs, [y / 100 for y in ys]) for name, (xs, ys) in scores.items() if is_loss_like(name)}
+    percents = {name: curve for name, curve in scores.items() if not is_loss_like(name)}
+    n_panels = 3 if losses else 2
+    fig, axes = plt.subplots(1, n_panels, figsize=(5.5 * n_panels, 4))
+    ax_loss, ax_score = axes[0], axes[1]
     for name, (xs, ys) in loss_per_step(rows).items():
         ax_loss.plot(xs, ys, marker="o", label=name)
-    ax_loss.set(xlabel="step", ylabel="training loss per step (mean since last eval)", title="loss")
-    ax_loss.legend()
-    for name, (xs, ys) in scores_per_step(rows).items():
+    ax_loss.set(xlabel="step", ylabel="training loss per step (mean since last eval)", title="training loss")
+    if ax_loss.lines:
+        ax_loss.legend()
+    for name, (xs, ys) in percents.items():
         ax_score.plot(xs, ys, marker="o", label=name)
     ax_score.set(xlabel="step", ylabel="dev score (x100, as in spaCy's table)", title="dev scores")
     ax_score.legend(fontsize="small")
+    if losses:
+        ax_dev = axes[2]
+        for name, (xs, ys) in losses.items():
+            ax_dev.plot(xs, ys, marker="o", label=name)
+        ax_dev.set_yscale("log")
+        ax_dev.set(xlabel="step", ylabel="value (log scale; lower is better)",
+                   title="dev loss, bits/char, perplexity")
+        ax_dev.legend(fontsize="small")
     fig.suptitle(title or str(log))
     fig.tight_layout()
     return _save(fig, output)

@@ -218,7 +218,7 @@ def window_starts(n: int, window: int, stride: int) -> List[int]:
 # shape makes oneDNN compile and cache new kernels: with exact lengths, a
 # stream of 100k short docs kept adding shapes and the process grew by ~120 MB
 # (benchmarks/memory.py: peak 1.18x its value after 5k docs). Multiples of 4
-# give 1.07x for ~4% more compute on SST-2 sentences; multiples of 8 gave
+# give 1.07x for ~5% speed on SST-2 sentences; multiples of 8 gave
 # 1.03x but cost ~10% (benchmarks/README.md).
 LENGTH_MULTIPLE = 4
 

@@ -1,5 +1,6 @@
 """Parameter averages reach the torch weights (thinc's own shim ignores them)."""
 import numpy
+import pytest
 import spacy
 import torch
 from spacy.training import Example
@@ -35,3 +36,67 @@ def test_use_params_swaps_in_the_averages_and_restores(tiny_bert, tmp_path):
     reloaded = spacy.load(tmp_path / "best")
     for doc, cats in zip(reloaded.pipe(texts), averaged):
         assert all(abs(doc.cats[k] - v) < 1e-5 for k, v in cats.items())
+
+
+def _twin_shims(seed=0):
+    """Two shims around identical torch modules: thinc's own and ours."""
+    from thinc.api import PyTorchShim
+
+    from spacy_gptbert.models.shim import AveragingPyTorchShim
+
+    torch.manual_seed(seed)
+    module = torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.Tanh(), torch.nn.Linear(7, 3))
+    twin = torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.Tanh(), torch.nn.Linear(7, 3))
+    twin.load_state_dict(module.state_dict())
+    return PyTorchShim(module), AveragingPyTorchShim(twin)
+
+
+@pytest.mark.parametrize("fused", [True, False])
+@pytest.mark.parametrize("weight_decay", [True, False])
+def test_torch_adam_step_matches_thincs_optimizer(weight_decay, fused, monkeypatch):
+    """Three steps with a schedule, clipping that bites on some tensors and
+    not others, and L2 as decoupled decay or added to the gradient: the
+    in-torch step gives thinc's weights, moments and averages."""
+    from thinc.api import warmup_linear
+
+    from spacy_gptbert.models import shim as shim_module
+
+    monkeypatch.setattr(shim_module, "FUSED", fused)
+    thinc_shim, our_shim = _twin_shims()
+    opts = [Adam(warmup_linear(0.01, 2, 5), L2=0.1, L2_is_weight_decay=weight_decay, grad_clip=10.0,
+                 use_averages=True) for _ in range(2)]
+    X = torch.randn(11, 5)
+    for step in range(3):
+        for shim in (thinc_shim, our_shim):
+            shim._model.zero_grad()
+            (shim._model(X * (step + 1)).pow(2).sum() * 3).backward()
+        grad_norms = [p.grad.norm().item() for p in our_shim._model.parameters()]
+        thinc_shim.finish_update(opts[0])
+        our_shim.finish_update(opts[1])
+        for opt in opts:
+            opt.step_schedules()
+    assert min(grad_norms) < 10.0 < max(grad_norms)  # both sides of the clip were exercised
+    for (name, ours), (_, theirs) in zip(our_shim._model.named_parameters(), thinc_shim._model.named_parameters()):
+        assert torch.allclose(ours, theirs, atol=1e-6), name
+        assert not ours.grad.any()
+        for state in ("mom1", "mom2", "averages"):
+            mine = getattr(opts[1], state)[(our_shim.id, name)]
+            reference = numpy.asarray(getattr(opts[0], state)[(thinc_shim.id, name)]).reshape(mine.shape)
+            assert numpy.allclose(mine.numpy(), reference, atol=1e-6), (state, name)
+        assert opts[1].nr_update[(our_shim.id, name)] == 3
+
+
+def test_other_optimizers_take_thincs_path():
+    from thinc.api import SGD, RAdam
+
+    from spacy_gptbert.models.shim import steps_in_torch
+
+    assert steps_in_torch(Adam(0.001))
+    assert not steps_in_torch(RAdam(0.001))
+    assert not steps_in_torch(SGD(0.001))
+    thinc_shim, our_shim = _twin_shims()
+    for shim in (thinc_shim, our_shim):
+        shim._model(torch.ones(2, 5)).sum().backward()
+        shim.finish_update(SGD(0.5))
+    for ours, theirs in zip(our_shim._model.parameters(), thinc_shim._model.parameters()):
+        assert torch.equal(ours, theirs)

@@ -15,6 +15,7 @@ REGISTRIES = {
     "spacy_scorers": registry.scorers,
     "spacy_misc": registry.misc,
     "spacy_readers": registry.readers,
+    "spacy_batchers": registry.batchers,
 }
 
 

@@ -100,12 +100,8 @@ def _adam_group(optimizer: Optimizer, nr_upd: int, group) -> None:
     keys = [key for key, _ in group]
     weights = [p.data for _, p in group]
     grads = [p.grad for _, p in group]
-    for key, w in zip(keys, weights):
-        if not isinstance(optimizer.mom1.get(key), torch.Tensor):
-            optimizer.mom1[key] = torch.zeros_like(w, dtype=torch.float32)
-            optimizer.mom2[key] = torch.zeros_like(w, dtype=torch.float32)
-    mom1 = [optimizer.mom1[key] for key in keys]
-    mom2 = [optimizer.mom2[key] for key in keys]
+    mom1 = [_state(optimizer.mom1, key, w) for key, w in zip(keys, weights)]
+    mom2 = [_state(optimizer.mom2, key, w) for key, w in zip(keys, weights)]
     learn_rate, L2 = optimizer.learn_rate, optimizer.L2
     if L2 != 0 and not optimizer.L2_is_weight_decay:
         torch._foreach_add_(grads, weights, alpha=L2)
@@ -119,12 +115,22 @@ def _adam_group(optimizer: Optimizer, nr_upd: int, group) -> None:
         torch._foreach_mul_(weights, 1.0 - learn_rate * L2)
     if optimizer.averages is not None:
         decay = min((1.0 + nr_upd) / (10.0 + nr_upd), 0.9999)
-        averages = []
-        for key, w in zip(keys, weights):
-            if not isinstance(optimizer.averages.get(key), torch.Tensor):
-                optimizer.averages[key] = torch.zeros_like(w, dtype=torch.float32)
-            averages.append(optimizer.averages[key])
+        averages = [_state(optimizer.averages, key, w) for key, w in zip(keys, weights)]
         torch._foreach_lerp_(averages, weights, 1.0 - decay)
+
+
+def _state(store: dict, key, weight: torch.Tensor) -> torch.Tensor:
+    """The optimizer's state tensor for key, shaped and placed like weight:
+    zeros the first time, converted once if thinc's own path left an array
+    (1-D for the moments) there."""
+    value = store.get(key)
+    if not isinstance(value, torch.Tensor):
+        if value is None:
+            value = torch.zeros_like(weight, dtype=torch.float32)
+        else:
+            value = xp2torch(value, device=weight.device).reshape(weight.shape).float()
+        store[key] = value
+    return value
 
 
 def _adam_moments_and_step(weights, grads, mom1, mom2, b1, b2, eps, learn_rate, nr_upd) -> None:

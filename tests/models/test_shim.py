@@ -100,3 +100,30 @@ def test_other_optimizers_take_thincs_path():
         shim.finish_update(SGD(0.5))
     for ours, theirs in zip(our_shim._model.parameters(), thinc_shim._model.parameters()):
         assert torch.equal(ours, theirs)
+
+
+def test_torch_step_takes_over_state_left_by_thincs_path():
+    """An optimizer that stepped a parameter through thinc's path (numpy state)
+    goes on from that state in torch, as thinc would."""
+    from spacy_gptbert.models import shim as shim_module
+
+    thinc_shim, our_shim = _twin_shims()
+    opts = [Adam(0.01, use_averages=True) for _ in range(2)]
+    steps_in_torch = shim_module.steps_in_torch
+    for step in range(4):
+        # steps 0 and 1: ours takes thinc's path too; steps 2 and 3: it steps in torch
+        shim_module.steps_in_torch = steps_in_torch if step >= 2 else (lambda optimizer: False)
+        try:
+            for shim, opt in zip((thinc_shim, our_shim), opts):
+                shim._model.zero_grad()
+                shim._model(torch.ones(3, 5) * (step + 1)).sum().backward()
+                shim.finish_update(opt)
+        finally:
+            shim_module.steps_in_torch = steps_in_torch
+        if step == 1:
+            assert not isinstance(opts[1].mom1[(our_shim.id, "0.weight")], torch.Tensor)
+    for (name, ours), (_, theirs) in zip(our_shim._model.named_parameters(), thinc_shim._model.named_parameters()):
+        assert torch.allclose(ours, theirs, atol=1e-6), name
+        average = opts[1].averages[(our_shim.id, name)]
+        assert isinstance(average, torch.Tensor)
+        assert numpy.allclose(average.numpy(), numpy.asarray(opts[0].averages[(thinc_shim.id, name)]), atol=1e-6)

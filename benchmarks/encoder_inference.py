@@ -12,7 +12,9 @@ JSON). Timed: texts in, outputs out (spaCy contenders: nlp.pipe including
 spaCy's tokenizer; raw HF: fast tokenizer + forward + masked mean pooling).
 
 Contenders:
-  bert_encoder          default settings (fp32, window 256 / stride 192 wordpieces)
+  bert_encoder          default settings (fp32, window 256 / stride 192 wordpieces;
+                        linear layers on oneDNN's prepacked kernels, onednn_prepack = true)
+  bert_encoder torch kernels  onednn_prepack = false (fp32 nn.Linear, torch's BLAS)
   bert_encoder bf16     mixed_precision = true (bf16 autocast on CPU)
   bert_encoder int8     quantize = true (dynamic int8 nn.Linear, CPU)
   raw HF                AutoTokenizer(fast, padding=True per batch) + AutoModel under
@@ -44,7 +46,7 @@ WINDOW, STRIDE = 256, 192
 
 def build_ours(**model_cfg) -> Callable[[List[str], int], None]:
     nlp = spacy.blank("en")
-    factory_cfg = {k: model_cfg.pop(k) for k in ("quantize",) if k in model_cfg}
+    factory_cfg = {k: model_cfg.pop(k) for k in ("quantize", "onednn_prepack") if k in model_cfg}
     nlp.add_pipe("bert_encoder", config={"model": {"name": MINILM, "window": WINDOW, "stride": STRIDE, **model_cfg},
                                          **factory_cfg})
     nlp.initialize()
@@ -106,6 +108,7 @@ def build_spacy_transformers() -> Callable[[List[str], int], None]:
 
 CONTENDERS: Dict[str, Callable[[], Callable]] = {
     "bert_encoder": lambda: build_ours(),
+    "bert_encoder torch kernels": lambda: build_ours(onednn_prepack=False),
     "bert_encoder bf16": lambda: build_ours(mixed_precision=True),
     "bert_encoder int8": lambda: build_ours(quantize=True),
     "raw HF": build_raw_hf,

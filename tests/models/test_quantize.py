@@ -10,6 +10,7 @@ from torch import nn
 
 from spacy_gptbert.models import quantize as q
 from spacy_gptbert.models.encoder import get_hf_parts, is_windowed_model
+from spacy_gptbert.models.inference_copy import get_copy
 
 TEXTS = ["a good movie with great actors", "a bad film with awful jokes", "i loved every minute of it",
          "boring , dull and terrible " * 12]
@@ -106,14 +107,14 @@ def test_training_updates_float_weights_and_refreshes_the_copy(tiny_bert):
     textcat = nlp.get_pipe("bert_textcat")
     module = _node(textcat).shims[0]._model
     first = textcat.predict([nlp.make_doc(t) for t in TEXTS])
-    copy_before = q.get_quantized(module)
+    copy_before = get_copy(module, "int8", q.quantized_copy)
     weight = module.transformer.encoder.layer[0].attention.self.query.weight.detach().clone()
     for _ in range(3):
         nlp.update(egs, sgd=optimizer, drop=0.0)
     assert type(module.transformer.encoder.layer[0].attention.self.query) is nn.Linear
     assert not torch.equal(weight, module.transformer.encoder.layer[0].attention.self.query.weight)
     second = textcat.predict([nlp.make_doc(t) for t in TEXTS])
-    assert q.get_quantized(module) is not copy_before  # rebuilt from the new float weights
+    assert get_copy(module, "int8", q.quantized_copy) is not copy_before  # rebuilt from the new float weights
     assert not numpy.allclose(first, second)
     textcat.quantize = False
     float_scores = textcat.predict([nlp.make_doc(t) for t in TEXTS])

@@ -1,0 +1,89 @@
+"""Prediction-only copies of the windowed torch modules, swapped into the shim
+for one predict call.
+
+Two kinds exist: an int8 copy (`quantize = true`, quantize.py) and an fp32 copy
+whose linear layers use oneDNN's prepacked kernels (`onednn_prepack = true`,
+prepack.py). Both share every tensor they do not transform with the float
+module. A copy is
+
+- for prediction only: training (`begin_update`) never sees it;
+- never saved: the float module stays the shim's model, and to_disk /
+  to_bytes read the float weights;
+- rebuilt when the float weights change (a training step, `use_params` with
+  averaged weights, from_disk): each call compares a cheap fingerprint of the
+  float parameters (storage pointer and a strided sample sum per tensor).
+
+Only on the CPU: on GPU the float (or autocast) module runs as usual.
+"""
+import contextlib
+import weakref
+from typing import Callable, Dict, Iterator, Optional, Tuple
+
+import torch
+from thinc.api import Model
+from torch import nn
+
+_CACHE: "weakref.WeakKeyDictionary[nn.Module, Dict[str, Tuple[tuple, nn.Module]]]" = weakref.WeakKeyDictionary()
+_SAMPLE_STEP = 997  # every 997th value of each parameter enters the fingerprint
+
+
+def fingerprint(module: nn.Module) -> tuple:
+    """Changes when any parameter's storage or (sampled) values change."""
+    with torch.no_grad():
+        params = list(module.parameters())
+        if not params:
+            return ()
+        sums = torch.stack([p.detach().reshape(-1)[::_SAMPLE_STEP].float().sum() for p in params])
+        return tuple(p.data_ptr() for p in params) + tuple(sums.tolist())
+
+
+def get_copy(module: nn.Module, kind: str, build: Callable[[nn.Module], nn.Module]) -> nn.Module:
+    """The cached `kind` copy of `module`, rebuilt if its weights changed."""
+    key = fingerprint(module)
+    copies = _CACHE.setdefault(module, {})
+    cached = copies.get(kind)
+    if cached is None or cached[0] != key:
+        copies.pop(kind, None)  # free the stale copy before building the new one
+        copies[kind] = (key, build(module))
+    return copies[kind][1]
+
+
+def choose_copy(module: nn.Module, quantize: bool, prepack: bool) -> Optional[Tuple[str, Callable]]:
+    """Which copy predicts for `module` on the CPU: int8 when asked, else the
+    prepacked fp32 copy when asked, oneDNN has the kernels and the module runs
+    in fp32 (with bf16 autocast torch's own bf16 kernels run), else none."""
+    from .prepack import prepack_available, prepacked_copy
+    from .quantize import quantized_copy
+
+    if quantize:
+        return "int8", quantized_copy
+    if prepack and not getattr(module, "mixed_precision", False) and prepack_available():
+        return "onednn", prepacked_copy
+    return None
+
+
+@contextlib.contextmanager
+def use_inference_copy(model: Model, quantize: bool = False, prepack: bool = False) -> Iterator[None]:
+    """Within the block, every windowed torch node of `model` on the CPU
+    predicts with its int8 or prepacked copy; the float modules are put back
+    after."""
+    from .encoder import is_windowed_model
+
+    swapped = []
+    try:
+        for node in model.walk():
+            if not (is_windowed_model(node) and node.shims):
+                continue
+            shim = node.shims[0]
+            if torch.device(shim.device).type != "cpu":
+                continue
+            original = shim._model
+            choice = choose_copy(original, quantize, prepack)
+            if choice is None:
+                continue
+            swapped.append((shim, original))
+            shim._model = get_copy(original, *choice)
+        yield
+    finally:
+        for shim, original in swapped:
+            shim._model = original

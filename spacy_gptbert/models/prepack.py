@@ -8,8 +8,8 @@ oneDNN can reorder a weight once into the blocked layout its kernels read
 pass uses) and multiply with it directly (`_linear_pointwise`). Same fp32
 arithmetic, different summation order: outputs agree to ~1e-6. On the 2-core
 AMD EPYC these projects run on, MiniLM's linear layers ran 1.5-4x faster that
-way (the whole fp32 encoder 1.7-1.9x, `benchmarks/README.md`); the gain elsewhere depends on the CPU
-and the BLAS.
+way and the whole fp32 encoder 1.7-1.9x (`benchmarks/README.md`); the gain
+elsewhere depends on the CPU and the BLAS.
 
 The copy shares every tensor with the float module (embeddings, LayerNorms,
 biases); only the reordered weights are new memory, about one extra copy of

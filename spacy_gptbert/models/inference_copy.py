@@ -23,6 +23,9 @@ import torch
 from thinc.api import Model
 from torch import nn
 
+from . import prepack, quantize
+from .encoder import is_windowed_model
+
 _CACHE: "weakref.WeakKeyDictionary[nn.Module, Dict[str, Tuple[tuple, nn.Module]]]" = weakref.WeakKeyDictionary()
 _SAMPLE_STEP = 997  # every 997th value of each parameter enters the fingerprint
 
@@ -48,27 +51,22 @@ def get_copy(module: nn.Module, kind: str, build: Callable[[nn.Module], nn.Modul
     return copies[kind][1]
 
 
-def choose_copy(module: nn.Module, quantize: bool, prepack: bool) -> Optional[Tuple[str, Callable]]:
+def choose_copy(module: nn.Module, use_int8: bool, use_prepack: bool) -> Optional[Tuple[str, Callable]]:
     """Which copy predicts for `module` on the CPU: int8 when asked, else the
     prepacked fp32 copy when asked, oneDNN has the kernels and the module runs
     in fp32 (with bf16 autocast torch's own bf16 kernels run), else none."""
-    from .prepack import prepack_available, prepacked_copy
-    from .quantize import quantized_copy
-
-    if quantize:
-        return "int8", quantized_copy
-    if prepack and not getattr(module, "mixed_precision", False) and prepack_available():
-        return "onednn", prepacked_copy
+    if use_int8:
+        return "int8", quantize.quantized_copy
+    if use_prepack and not getattr(module, "mixed_precision", False) and prepack.prepack_available():
+        return "onednn", prepack.prepacked_copy
     return None
 
 
 @contextlib.contextmanager
-def use_inference_copy(model: Model, quantize: bool = False, prepack: bool = False) -> Iterator[None]:
+def use_inference_copy(model: Model, use_int8: bool = False, use_prepack: bool = False) -> Iterator[None]:
     """Within the block, every windowed torch node of `model` on the CPU
     predicts with its int8 or prepacked copy; the float modules are put back
     after."""
-    from .encoder import is_windowed_model
-
     swapped = []
     try:
         for node in model.walk():
@@ -78,7 +76,7 @@ def use_inference_copy(model: Model, quantize: bool = False, prepack: bool = Fal
             if torch.device(shim.device).type != "cpu":
                 continue
             original = shim._model
-            choice = choose_copy(original, quantize, prepack)
+            choice = choose_copy(original, use_int8, use_prepack)
             if choice is None:
                 continue
             swapped.append((shim, original))

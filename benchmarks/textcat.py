@@ -134,7 +134,7 @@ def main() -> None:
     print(f"machine: {info}")
     names = [n.strip() for n in args.contenders.split(",") if n.strip()]
     dev = [(t, labels[0]) for t, labels in read_tsv(SST2 / "dev.tsv", "sentence", "label", NAMES)]
-    rows, quantize_rows = [], []
+    rows, setting_rows = [], []
     with tempfile.TemporaryDirectory() as tmp:
         corpus = Path(tmp)
         make_corpus(corpus, args.train_limit)
@@ -165,7 +165,7 @@ def main() -> None:
                         for setting, attrs in INFERENCE_SETTINGS.items():
                             for attr, value in attrs.items():
                                 setattr(textcat, attr, value)
-                            quantize_rows.append({"setting": setting, **evaluate(nlp, dev)})
+                            setting_rows.append({"setting": setting, **evaluate(nlp, dev)})
                     for attr, value in INFERENCE_SETTINGS[DEFAULT_SETTING].items():
                         setattr(textcat, attr, value)
             print(f"{name}: {row}")
@@ -182,9 +182,9 @@ def main() -> None:
                        ("accuracy_points_vs_best_spacy", "vs best spaCy (points)", "{:+.2f}"),
                        ("dev_words_per_s", "dev words/s", "{:.0f}")])
     summary = []
-    if quantize_rows:
+    if setting_rows:
         for setting in INFERENCE_SETTINGS:
-            runs = [q for q in quantize_rows if q["setting"] == setting]
+            runs = [q for q in setting_rows if q["setting"] == setting]
             summary.append({"setting": setting, "dev_accuracy_pct": 100 * runs[0]["dev_accuracy"],
                             "dev_words_per_s": max(q["dev_words_per_s"] for q in runs)})
         for s in summary:  # against the default: summary[0]
@@ -195,8 +195,8 @@ def main() -> None:
         print_table(summary, [("setting", "setting", "{}"), ("dev_accuracy_pct", "dev acc %", "{:.2f}"),
                               ("accuracy_change_points", "change (points)", "{:+.2f}"),
                               ("dev_words_per_s", "words/s", "{:.0f}"), ("speed_up", "speed-up", "{:.2f}x")])
-    write_json(args.output, {"machine": info, "args": vars(args), "rows": rows, "quantize": summary,
-                             "quantize_runs": quantize_rows})
+    write_json(args.output, {"machine": info, "args": vars(args), "rows": rows, "inference_settings": summary,
+                             "inference_setting_runs": setting_rows})
 
 
 if __name__ == "__main__":

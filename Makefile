@@ -7,7 +7,7 @@ QUICK = benchmarks/results/quick
 .PHONY: bench bench-full
 
 # Quick versions of the inference, memory, scaling and textcat benchmarks
-# (about 8 minutes on the 2-core development machine). JSON in $(QUICK)/.
+# (5m50s on the 2-core development machine, 2026-11-24). JSON in $(QUICK)/.
 bench:
 	mkdir -p $(QUICK)
 	$(PYTHON) benchmarks/encoder_inference.py --n-short 512 --n-long 8 --short-batch-sizes 64 \

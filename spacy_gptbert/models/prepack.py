@@ -59,10 +59,13 @@ def prepack_available() -> bool:
     agree with nn.Linear (checked once, on a small layer)."""
     if not torch.backends.mkldnn.is_available():
         return False
-    try:
-        layer = nn.Linear(16, 8)
-        x = torch.randn(2, 3, 16)
-        with torch.inference_mode():
-            return bool(torch.allclose(PrepackedLinear(layer)(x), layer(x), atol=1e-5))
-    except (AttributeError, RuntimeError, NotImplementedError):
-        return False
+    # fork_rng: the check's random layer must not move torch's global RNG (the
+    # first predict call would otherwise change every later dropout mask).
+    with torch.random.fork_rng(devices=[]):
+        try:
+            layer = nn.Linear(16, 8)
+            x = torch.randn(2, 3, 16)
+            with torch.inference_mode():
+                return bool(torch.allclose(PrepackedLinear(layer)(x), layer(x), atol=1e-5))
+        except (AttributeError, RuntimeError, NotImplementedError):
+            return False

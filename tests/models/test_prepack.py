@@ -50,6 +50,15 @@ def test_prepacked_linear_matches_linear():
         assert packed(x[:0]).shape == (0, 7, 40)
 
 
+def test_availability_check_leaves_torch_rng_alone():
+    prepack.prepack_available.cache_clear()
+    torch.manual_seed(3)
+    expected = torch.rand(4)
+    torch.manual_seed(3)
+    assert prepack.prepack_available()
+    assert torch.equal(torch.rand(4), expected)
+
+
 def test_prepacked_copy_shares_everything_but_packed_weights(tiny_bert):
     nlp = _nlp(tiny_bert)
     module = _module(nlp.get_pipe("bert_encoder"))

@@ -118,6 +118,11 @@ INFERENCE_SETTINGS = {
 }
 
 
+def use_setting(textcat, setting: str) -> None:
+    for attr, value in INFERENCE_SETTINGS[setting].items():
+        setattr(textcat, attr, value)
+
+
 def main() -> None:
     from spacy_gptbert.training.convert import read_tsv
 
@@ -162,12 +167,10 @@ def main() -> None:
                 if name == "bert_textcat":
                     textcat = nlp.get_pipe("bert_textcat")
                     for _ in range(2):  # twice each, interleaved; best speed kept
-                        for setting, attrs in INFERENCE_SETTINGS.items():
-                            for attr, value in attrs.items():
-                                setattr(textcat, attr, value)
+                        for setting in INFERENCE_SETTINGS:
+                            use_setting(textcat, setting)
                             setting_rows.append({"setting": setting, **evaluate(nlp, dev)})
-                    for attr, value in INFERENCE_SETTINGS[DEFAULT_SETTING].items():
-                        setattr(textcat, attr, value)
+                    use_setting(textcat, DEFAULT_SETTING)
             print(f"{name}: {row}")
     best_spacy = max((r for r in rows if r["contender"] != "bert_textcat"), key=lambda r: r["dev_accuracy"], default=None)
     for r in rows:

@@ -141,8 +141,8 @@ def _adam_moments_and_step(weights, grads, mom1, mom2, b1, b2, eps, learn_rate, 
         # correction of v: sqrt(v) / sqrt(1-b2^t) + eps'. With
         # eps' = eps / sqrt(1-b2^t) that is thinc's formula exactly.
         step = torch.tensor(float(nr_upd), device=weights[0].device)  # read, not advanced, by the kernel
-        fused(weights, grads, mom1, mom2, [], [step] * len(weights), lr=learn_rate, beta1=b1, beta2=b2, weight_decay=0.0,
-              eps=eps / (1.0 - b2**nr_upd) ** 0.5, amsgrad=False, maximize=False)
+        fused(weights, grads, mom1, mom2, [], [step] * len(weights), lr=learn_rate, beta1=b1, beta2=b2,
+              weight_decay=0.0, eps=eps / (1.0 - b2**nr_upd) ** 0.5, amsgrad=False, maximize=False)
         return
     torch._foreach_mul_(mom1, b1)
     torch._foreach_add_(mom1, grads, alpha=1 - b1)

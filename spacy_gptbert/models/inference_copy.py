@@ -1,7 +1,8 @@
 """Prediction-only copies of the windowed torch modules, swapped into the shim
 for one predict call.
 
-Two kinds exist: an int8 copy (`quantize = true`, quantize.py) and an fp32 copy
+Two kinds exist: an int8 copy (`quantize = true`, quantize.py; the linear
+layers it leaves float prepacked too when `onednn_prepack`) and an fp32 copy
 whose linear layers use oneDNN's prepacked kernels (`onednn_prepack = true`,
 prepack.py). Both share every tensor they do not transform with the float
 module. A copy is
@@ -16,6 +17,7 @@ module. A copy is
 Only on the CPU: on GPU the float (or autocast) module runs as usual.
 """
 import contextlib
+import functools
 import weakref
 from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
@@ -69,10 +71,14 @@ def get_copy(module: nn.Module, kind: str, build: Callable[[nn.Module], nn.Modul
 
 
 def choose_copy(module: nn.Module, use_int8: bool, use_prepack: bool) -> Optional[Tuple[str, Callable]]:
-    """Which copy predicts for `module` on the CPU: int8 when asked, else the
+    """Which copy predicts for `module` on the CPU: int8 when asked (its float
+    layers prepacked if `use_prepack` and oneDNN has the kernels), else the
     prepacked fp32 copy when asked, oneDNN has the kernels and the module runs
     in fp32 (with bf16 autocast torch's own bf16 kernels run), else none."""
     if use_int8:
+        if use_prepack and prepack.prepack_available():
+            # the layers int8 leaves float (outlier inputs, see quantize.py) run prepacked
+            return "int8+onednn", functools.partial(quantize.quantized_copy, prepack_float=True)
         return "int8", quantize.quantized_copy
     if use_prepack and not getattr(module, "mixed_precision", False) and prepack.prepack_available():
         return "onednn", prepack.prepacked_copy

@@ -47,11 +47,17 @@ def prepacked_copy(module: nn.Module) -> nn.Module:
     with torch.no_grad():
         clone = copy.deepcopy(module, {id(t): t for t in shared})
     clone.eval()
-    for parent in list(clone.modules()):
+    return prepack_linears(clone)
+
+
+def prepack_linears(module: nn.Module) -> nn.Module:
+    """Replace, in place, every nn.Linear of `module` (a prediction-only copy)
+    by a PrepackedLinear sharing its bias."""
+    for parent in list(module.modules()):
         for name, child in list(parent.named_children()):
             if type(child) is nn.Linear:  # not subclasses, whose forward may differ
                 setattr(parent, name, PrepackedLinear(child))
-    return clone
+    return module
 
 
 @functools.lru_cache(maxsize=None)

@@ -68,7 +68,8 @@ def make_bert_textcat(
     positive at or above it (scoring). labels: fixed label order; empty = take
     them from the training data (or from a fine-tuned model's id2label).
     quantize: predict on the CPU with an int8 copy of the transformer's linear
-    layers (training and saving use the float weights). onednn_prepack: fp32
+    layers (those with outlier inputs stay float; training and saving use the
+    float weights). onednn_prepack: fp32
     prediction on the CPU runs the linear layers with oneDNN's prepacked
     kernels (same arithmetic, faster; one extra copy of the linear weights).
     label_smoothing: train on gold labels moved this far towards uniform

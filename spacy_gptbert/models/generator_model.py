@@ -8,19 +8,22 @@ instead of logits keeps the (B, T, V) tensor inside torch: the loss gradient
 thinc passes back is just d(loss)/d(row sum), a (B,) vector.
 
 Generation does not go through the forward pass: `generate_texts` calls
-Hugging Face `generate` on the shim's module under no_grad, on the shim's device.
+Hugging Face `generate` on the shim's module under no_grad, on the shim's device
+(on the CPU, by default, on its oneDNN-prepacked copy: prepack.py).
 """
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+import torch
 from spacy.util import registry
 from thinc.api import ArgsKwargs, Model, PyTorchGradScaler, get_torch_default_device, torch2xp, xp2torch
 from thinc.layers.pytorchwrapper import forward as pytorch_forward
 from thinc.types import Floats1d
 
 from ..errors import Errors
-from . import gpt
+from . import gpt, prepack
 from .gpt import GenerationSettings, Rows
 from .hf_loading import load_pretrained
+from .inference_copy import get_copy
 from .shim import AveragingPyTorchShim
 
 
@@ -239,9 +242,13 @@ def convert_outputs(model: Model, inputs_outputs, is_train: bool):
 # ---------------------------------------------------------------------------
 
 
-def generate_texts(model: Model, prompts: List[List[int]], settings: GenerationSettings) -> List[List[str]]:
+def generate_texts(model: Model, prompts: List[List[int]], settings: GenerationSettings,
+                   onednn_prepack: bool = False) -> List[List[str]]:
     """Generate for token-id prompts (already within the context) in ONE padded
-    `generate` call. Returns num_return_sequences texts per prompt, in order."""
+    `generate` call. Returns num_return_sequences texts per prompt, in order.
+    onednn_prepack: on the CPU, generate with a copy of the model whose linear
+    layers run oneDNN's prepacked kernels (prepack.py; rebuilt when the weights
+    change, never trained or saved)."""
     if not prompts:
         return []
     if not is_ready(model):
@@ -252,7 +259,10 @@ def generate_texts(model: Model, prompts: List[List[int]], settings: GenerationS
     device = model.shims[0].device
     ids, mask = (t.to(device) for t in gpt.left_pad(prompts, pad))  # (B, T)
     tokenizer = model.attrs["tokenizer"]
-    new = gpt.generate_ids(get_lm(model), ids, mask, settings, pad, eos, tokenizer)  # (B*n, <=max_new)
+    lm = get_lm(model)
+    if onednn_prepack and torch.device(device).type == "cpu" and prepack.prepack_available():
+        lm = get_copy(lm, "onednn", prepack.prepacked_copy)
+    new = gpt.generate_ids(lm, ids, mask, settings, pad, eos, tokenizer)  # (B*n, <=max_new)
     texts = tokenizer.batch_decode(_strip_after_eos(new.tolist(), eos), skip_special_tokens=True)
     n = settings.num_return_sequences
     texts = [gpt.cut_at_stop(t, settings.stop) for t in texts]

@@ -72,6 +72,7 @@ EVAL_BATCH_ROWS = 16  # rows per no-grad forward when scoring
         "seed": None,
         "on_long_prompt": "truncate",
         "completion_attr": "completion",
+        "onednn_prepack": True,
         "scorer": {"@scorers": "spacy-gptbert.generator_scorer.v1"},
     },
     # gen_score = exp(-nats per char): higher is better, so spaCy can select on it.
@@ -84,12 +85,15 @@ def make_gpt_generator(
     nlp: Language, name: str, model: Model, prompt: Union[str, Callable[[Doc], str]], mode: str,
     max_new_tokens: int, do_sample: bool, temperature: float, top_k: int, top_p: float,
     repetition_penalty: float, num_return_sequences: int, stop: List[str], seed: Optional[int],
-    on_long_prompt: str, completion_attr: str, scorer: Optional[Callable],
+    on_long_prompt: str, completion_attr: str, scorer: Optional[Callable], onednn_prepack: bool = True,
 ):
     """prompt: template with {text}, {label}, {cats}, or a registered prompt
     function. mode: "lm" or "prompt" (training). on_long_prompt: "truncate"
     (keep the end, warn) or "error". completion_attr: Doc extension holding the
-    completion in prompt mode when the prompt uses the Doc text."""
+    completion in prompt mode when the prompt uses the Doc text.
+    onednn_prepack: generation on the CPU runs the linear layers with oneDNN's
+    prepacked kernels (same fp32 arithmetic, faster; one extra copy of the
+    linear weights)."""
     return GPTGenerator(
         nlp.vocab, model, name, nlp=nlp, prompt=prompt, mode=mode,
         settings=GenerationSettings(
@@ -98,6 +102,7 @@ def make_gpt_generator(
             stop=list(stop), seed=seed,
         ),
         on_long_prompt=on_long_prompt, completion_attr=completion_attr, scorer=scorer,
+        onednn_prepack=onednn_prepack,
     )
 
 
@@ -229,6 +234,7 @@ class GPTGenerator(HFSerializationMixin, TrainablePipe):
         prompt: Union[str, PromptFunc] = "{text}", mode: str = "lm",
         settings: Optional[GenerationSettings] = None, on_long_prompt: str = "truncate",
         completion_attr: str = "completion", scorer: Optional[Callable] = generator_score,
+        onednn_prepack: bool = True,
     ) -> None:
         self.vocab = vocab
         self.model = model
@@ -240,6 +246,7 @@ class GPTGenerator(HFSerializationMixin, TrainablePipe):
         self.mode = mode
         self.on_long_prompt = on_long_prompt
         self.completion_attr = completion_attr
+        self.onednn_prepack = onednn_prepack
         self._nlp = weakref.ref(nlp) if nlp is not None else (lambda: None)
         # Settings come from the config, so nothing here needs saving; cfg stays
         # empty so a saved cfg never overrides settings given at spacy.load.
@@ -264,7 +271,8 @@ class GPTGenerator(HFSerializationMixin, TrainablePipe):
         # Longest first: a caller's slice of sorted prompts pads little, and the
         # order is undone below.
         order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
-        generated = lm_model.generate_texts(self.lm, [prompts[i] for i in order], self._batch_settings(docs))
+        generated = lm_model.generate_texts(self.lm, [prompts[i] for i in order], self._batch_settings(docs),
+                                            onednn_prepack=self.onednn_prepack)
         result: List[List[str]] = [[] for _ in docs]
         for j, i in enumerate(order):
             result[i] = generated[j]

@@ -148,3 +148,24 @@ def test_setting_comes_from_the_config_not_the_weights(tiny_bert, tmp_path):
         for label in a:
             assert a[label] == pytest.approx(b.cats[label], abs=1e-5)
             assert a[label] == c.cats[label]
+
+
+def test_conv1d_prepacked_like_gpt2():
+    """transformers' Conv1D (GPT-2) stores its weight as (in, out); the packed
+    layer computes the same and shares the float weight, and a single row runs
+    torch's kernel on that shared weight."""
+    from transformers.pytorch_utils import Conv1D
+
+    torch.manual_seed(0)
+    conv = Conv1D(48, 16)  # nf=48 outputs, nx=16 inputs
+    with torch.no_grad():
+        conv.bias.normal_()
+    packed = prepack.PrepackedLinear(conv)
+    assert (packed.out_features, packed.in_features) == (48, 16)
+    assert packed.float_weight.data_ptr() == conv.weight.data_ptr() and packed.bias is conv.bias
+    with torch.inference_mode():
+        for shape in [(2, 5, 16), (1, 1, 16), (1, 16), (7, 16)]:
+            x = torch.randn(*shape)
+            assert_allclose(packed(x).numpy(), conv(x).numpy(), atol=1e-5)
+    assert "packed_weight" not in dict(packed.named_parameters())
+    assert set(dict(packed.named_parameters())) == {"bias"}  # nothing new to train or save

@@ -75,6 +75,7 @@ def test_default_config():
     gen = nlp.add_pipe("gpt_generator")
     cfg = nlp.config["components"]["gpt_generator"]
     assert cfg["model"]["@architectures"] == "spacy-gptbert.CausalLM.v1"
+    assert cfg["onednn_prepack"] is True and gen.onednn_prepack is True
     assert cfg["prompt"] == "{text}" and cfg["mode"] == "lm" and cfg["on_long_prompt"] == "truncate"
     assert gen.settings.do_sample is False and gen.settings.num_return_sequences == 1
     assert not gen.lm.shims  # weights load at initialize, never in the constructor
@@ -385,3 +386,62 @@ def test_converter_min_words_drops_short_records(tmp_path):
 
     texts = [d.text for d in DocBin().from_disk(out).get_docs(spacy.blank("en").vocab)]
     assert texts == ["a dull , lifeless film", "the best film of the year"]
+
+
+def _cached_kinds(nlp):
+    from spacy_gptbert.models import inference_copy
+
+    lm = lm_model.get_lm(nlp.get_pipe("gpt_generator").lm)
+    return set(inference_copy._CACHE.get(lm, {}))
+
+
+def test_prepacked_generation_equals_torch_kernels(trained_nlp):
+    """onednn_prepack (default): CPU generation runs a prepacked copy of the
+    LM; greedy output is the same as with torch's kernels, batched or not."""
+    from spacy_gptbert.models import prepack
+
+    if not prepack.prepack_available():
+        pytest.skip("this torch build lacks oneDNN's prepacked kernels")
+    gen = trained_nlp.get_pipe("gpt_generator")
+    prompts = [" ".join(s.split(" ")[:k]) for s in SENTENCES for k in (1, 2, 3)]
+    assert gen.onednn_prepack
+    packed = [d._.generation for d in trained_nlp.pipe(prompts, batch_size=8)]
+    assert "onednn" in _cached_kinds(trained_nlp)
+    packed_single = [trained_nlp(p)._.generation for p in prompts]  # one row per decoding step: torch's kernel
+    gen.onednn_prepack = False
+    try:
+        plain = [d._.generation for d in trained_nlp.pipe(prompts, batch_size=8)]
+    finally:
+        gen.onednn_prepack = True
+    assert packed == plain == packed_single
+
+
+def test_prepacked_copy_follows_training():
+    from spacy_gptbert.models import prepack
+
+    if not prepack.prepack_available():
+        pytest.skip("this torch build lacks oneDNN's prepacked kernels")
+    nlp = make_nlp(max_new_tokens=6)
+    egs = examples(nlp)
+    prompts = [" ".join(s.split(" ")[:2]) for s in SENTENCES]
+    trained = train(nlp, egs, steps=5)
+    before = [d._.generation for d in trained.pipe(prompts)]
+    train_more = Adam(1e-2)
+    for _ in range(300):
+        trained.update(egs, sgd=train_more)
+    after = [d._.generation for d in trained.pipe(prompts)]
+    gen = trained.get_pipe("gpt_generator")
+    gen.onednn_prepack = False
+    assert [d._.generation for d in trained.pipe(prompts)] == after != before  # the copy saw the new weights
+
+
+def test_config_without_onednn_prepack_loads(trained_nlp, tmp_path):
+    """Pipelines saved before the setting existed load with the default."""
+    trained_nlp.to_disk(tmp_path / "p")
+    cfg_path = tmp_path / "p" / "config.cfg"
+    cfg = spacy.util.load_config(cfg_path)
+    del cfg["components"]["gpt_generator"]["onednn_prepack"]
+    cfg.to_disk(cfg_path)
+    loaded = spacy.load(tmp_path / "p")
+    assert loaded.get_pipe("gpt_generator").onednn_prepack is True
+    assert loaded(SENTENCES[0][:7])._.generation == trained_nlp(SENTENCES[0][:7])._.generation

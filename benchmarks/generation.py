@@ -94,7 +94,8 @@ def main() -> None:
             # the same generator with onednn_prepack = false: where the gain comes from
             (f"gpt_generator batch {args.batch_size}, torch kernels",
              lambda: run_ours(nlp, prompts, args.batch_size, onednn_prepack=False)),
-            ("gpt_generator one at a time, torch kernels", lambda: run_ours(nlp, prompts, 1, onednn_prepack=False)),
+            ("gpt_generator one at a time, torch kernels",
+             lambda: run_ours(nlp, prompts, 1, onednn_prepack=False)),
         ]
         # Rounds over all contenders, the best time of each kept: a noisy moment on a
         # shared machine then hurts no contender more than another.

@@ -113,5 +113,7 @@ def test_int8_keeps_the_outlier_layers_float(minilm_dir):
     encoder.quantize = False
     for text, int8_vector in zip(texts, int8_vectors):
         fp32_vector = nlp(text).vector
-        cosine = float(fp32_vector @ int8_vector / (numpy.linalg.norm(fp32_vector) * numpy.linalg.norm(int8_vector)))
-        assert cosine > 0.95  # measured 0.975 and 0.973 (all layers int8: doc cosines down to 0.876 on SST-2 texts)
+        norms = numpy.linalg.norm(fp32_vector) * numpy.linalg.norm(int8_vector)
+        cosine = float(fp32_vector @ int8_vector / norms)
+        # measured 0.975 and 0.973 (all layers int8: doc cosines down to 0.876 on SST-2 texts)
+        assert cosine > 0.95

@@ -20,10 +20,10 @@ from thinc.layers.pytorchwrapper import forward as pytorch_forward
 from thinc.types import Floats1d
 
 from ..errors import Errors
-from . import gpt, prepack
+from . import gpt
 from .gpt import GenerationSettings, Rows
 from .hf_loading import load_pretrained
-from .inference_copy import get_copy
+from .inference_copy import choose_copy, get_copy
 from .shim import AveragingPyTorchShim
 
 
@@ -260,8 +260,10 @@ def generate_texts(model: Model, prompts: List[List[int]], settings: GenerationS
     ids, mask = (t.to(device) for t in gpt.left_pad(prompts, pad))  # (B, T)
     tokenizer = model.attrs["tokenizer"]
     lm = get_lm(model)
-    if onednn_prepack and torch.device(device).type == "cpu" and prepack.prepack_available():
-        lm = get_copy(lm, "onednn", prepack.prepacked_copy)
+    if torch.device(device).type == "cpu":
+        choice = choose_copy(lm, use_int8=False, use_prepack=onednn_prepack)  # the encoders' policy
+        if choice is not None:
+            lm = get_copy(lm, *choice)
     new = gpt.generate_ids(lm, ids, mask, settings, pad, eos, tokenizer)  # (B*n, <=max_new)
     texts = tokenizer.batch_decode(_strip_after_eos(new.tolist(), eos), skip_special_tokens=True)
     n = settings.num_return_sequences

@@ -67,7 +67,8 @@ def input_outlier_ratios(module: nn.Module) -> Dict[str, float]:
             ratios[name] = float(x.abs().max() / x.pow(2).mean().sqrt().clamp_min(1e-12))
         return hook
 
-    hooks = [m.register_forward_hook(record(name)) for name, m in module.named_modules() if type(m) is nn.Linear]
+    linears = [(name, m) for name, m in module.named_modules() if type(m) is nn.Linear]
+    hooks = [m.register_forward_hook(record(name)) for name, m in linears]
     try:
         with torch.inference_mode():
             hf_model(input_ids=ids, attention_mask=torch.ones_like(ids))

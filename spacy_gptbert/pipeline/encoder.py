@@ -56,9 +56,9 @@ def make_bert_encoder(
     store_wordpieces: also keep the wordpiece outputs in doc._.bert_wordpieces
     (memory-heavy; off by default). quantize: predict on the CPU with an int8
     copy of the transformer's linear layers (those with outlier inputs stay
-    float; training and saving use the float weights). onednn_prepack: fp32 prediction on the CPU runs the linear layers
-    with oneDNN's prepacked kernels (same arithmetic, faster; one extra copy of
-    the linear weights)."""
+    float; training and saving use the float weights). onednn_prepack: fp32
+    prediction on the CPU runs the linear layers with oneDNN's prepacked
+    kernels (same arithmetic, faster; one extra copy of the linear weights)."""
     return BertEncoder(nlp.vocab, model, name, doc_pooling=doc_pooling, store_wordpieces=store_wordpieces,
                        quantize=quantize, onednn_prepack=onednn_prepack)
 

@@ -407,7 +407,8 @@ def test_prepacked_generation_equals_torch_kernels(trained_nlp):
     assert gen.onednn_prepack
     packed = [d._.generation for d in trained_nlp.pipe(prompts, batch_size=8)]
     assert "onednn" in _cached_kinds(trained_nlp)
-    packed_single = [trained_nlp(p)._.generation for p in prompts]  # one row per decoding step: torch's kernel
+    # one prompt: one row per decoding step, on torch's kernel
+    packed_single = [trained_nlp(p)._.generation for p in prompts]
     gen.onednn_prepack = False
     try:
         plain = [d._.generation for d in trained_nlp.pipe(prompts, batch_size=8)]

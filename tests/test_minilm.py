@@ -94,8 +94,9 @@ def test_learns_sst2_and_reloads_offline(minilm_dir, tmp_path):
 
 def test_int8_keeps_the_outlier_layers_float(minilm_dir):
     """quantize = true on the real model: exactly the feed-forward output
-    projections of layers 0-2 (inputs peaking at 78-101x their RMS on the
-    calibration batch) stay float, and doc vectors stay close to fp32."""
+    projections of layers 0-2 (inputs peaking at 98, 112 and 90x their RMS
+    on the calibration batch; layer 3: 59, every other layer at most 44) stay
+    float, and doc vectors stay close to fp32."""
     from torch import nn
 
     from spacy_gptbert.models import quantize

@@ -57,15 +57,23 @@ class PrepackedLinear(nn.Module):
         return torch.ops.mkldnn._linear_pointwise(x, self.packed_weight, self.bias, "none", [], "")
 
 
+def sharing_copy(module: nn.Module) -> nn.Module:
+    """A copy of `module` in eval mode that shares every parameter and buffer
+    with it: the starting point of each prediction-only copy, whose layers are
+    then replaced (replacing a layer never changes the float tensors it reads).
+    deepcopy's memo maps an object to its copy; mapping a tensor to itself
+    shares it."""
+    shared = list(module.parameters()) + list(module.buffers())
+    with torch.no_grad():
+        clone = copy.deepcopy(module, {id(t): t for t in shared})
+    return clone.eval()
+
+
 def prepacked_copy(module: nn.Module) -> nn.Module:
     """A copy of `module` for fp32 CPU inference whose linear layers (nn.Linear,
     transformers' Conv1D) run prepacked oneDNN kernels; all parameters and
     buffers shared with `module`."""
-    shared = list(module.parameters()) + list(module.buffers())
-    with torch.no_grad():
-        clone = copy.deepcopy(module, {id(t): t for t in shared})
-    clone.eval()
-    return prepack_linears(clone)
+    return prepack_linears(sharing_copy(module))
 
 
 def prepack_linears(module: nn.Module) -> nn.Module:

@@ -15,7 +15,6 @@ int8 scale per tensor then leaves the typical value ~1.5 steps: quantizing all
 layers cost 1.5 points of SST-2 dev accuracy (88.42% vs 89.91% fp32), keeping
 those three float cost none (`benchmarks/README.md` has the speed).
 """
-import copy
 import warnings
 from typing import Dict
 
@@ -88,15 +87,9 @@ def quantized_copy(module: nn.Module, prepack_float: bool = False) -> nn.Module:
     All other parameters and buffers are shared with `module`. prepack_float:
     the float linear layers left run oneDNN's prepacked kernels (prepack.py)."""
     check_quantization_available()
-    shared = list(module.parameters()) + list(module.buffers())
-    with torch.no_grad():
-        # deepcopy's memo maps an object to its copy: mapping every tensor to
-        # itself shares them all. Quantizing replaces a layer, it does not
-        # change the float weight it reads.
-        clone = copy.deepcopy(module, {id(t): t for t in shared})
+    clone = prepack.sharing_copy(module)
     if hasattr(clone, "mixed_precision"):
         clone.mixed_precision = False  # int8 kernels take float32 inputs
-    clone.eval()
     ratios = input_outlier_ratios(clone)
     linears = {name: m for name, m in clone.named_modules() if type(m) is nn.Linear}
     if ratios:

@@ -13,7 +13,6 @@ Hugging Face `generate` on the shim's module under no_grad, on the shim's device
 """
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-import torch
 from spacy.util import registry
 from thinc.api import ArgsKwargs, Model, PyTorchGradScaler, get_torch_default_device, torch2xp, xp2torch
 from thinc.layers.pytorchwrapper import forward as pytorch_forward
@@ -23,7 +22,7 @@ from ..errors import Errors
 from . import gpt
 from .gpt import GenerationSettings, Rows
 from .hf_loading import load_pretrained
-from .inference_copy import choose_copy, get_copy
+from .inference_copy import predicting_module
 from .shim import AveragingPyTorchShim
 
 
@@ -259,11 +258,7 @@ def generate_texts(model: Model, prompts: List[List[int]], settings: GenerationS
     device = model.shims[0].device
     ids, mask = (t.to(device) for t in gpt.left_pad(prompts, pad))  # (B, T)
     tokenizer = model.attrs["tokenizer"]
-    lm = get_lm(model)
-    if torch.device(device).type == "cpu":
-        choice = choose_copy(lm, use_int8=False, use_prepack=onednn_prepack)  # the encoders' policy
-        if choice is not None:
-            lm = get_copy(lm, *choice)
+    lm = predicting_module(get_lm(model), device, use_prepack=onednn_prepack)  # the encoders' policy
     new = gpt.generate_ids(lm, ids, mask, settings, pad, eos, tokenizer)  # (B*n, <=max_new)
     texts = tokenizer.batch_decode(_strip_after_eos(new.tolist(), eos), skip_special_tokens=True)
     n = settings.num_return_sequences

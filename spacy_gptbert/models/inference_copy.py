@@ -85,6 +85,15 @@ def choose_copy(module: nn.Module, use_int8: bool, use_prepack: bool) -> Optiona
     return None
 
 
+def predicting_module(module: nn.Module, device, use_int8: bool = False, use_prepack: bool = False) -> nn.Module:
+    """The module that predicts for `module` on `device`: its cached int8 or
+    prepacked copy on the CPU when `choose_copy` picks one, else `module`."""
+    if torch.device(device).type != "cpu":
+        return module
+    choice = choose_copy(module, use_int8, use_prepack)
+    return module if choice is None else get_copy(module, *choice)
+
+
 @contextlib.contextmanager
 def use_inference_copy(model: Model, use_int8: bool = False, use_prepack: bool = False) -> Iterator[None]:
     """Within the block, every windowed torch node of `model` on the CPU
@@ -96,14 +105,11 @@ def use_inference_copy(model: Model, use_int8: bool = False, use_prepack: bool =
             if not (is_windowed_model(node) and node.shims):
                 continue
             shim = node.shims[0]
-            if torch.device(shim.device).type != "cpu":
-                continue
             original = shim._model
-            choice = choose_copy(original, use_int8, use_prepack)
-            if choice is None:
-                continue
-            swapped.append((shim, original))
-            shim._model = get_copy(original, *choice)
+            predicting = predicting_module(original, shim.device, use_int8, use_prepack)
+            if predicting is not original:
+                swapped.append((shim, original))
+                shim._model = predicting
         yield
     finally:
         for shim, original in swapped:

@@ -5,7 +5,7 @@ import torch
 from numpy.testing import assert_allclose
 
 from spacy_gptbert.models.architectures import build_encoder
-from spacy_gptbert.models.encoder import LENGTH_MULTIPLE, get_hf_parts, plan_windows, window_starts
+from spacy_gptbert.models.encoder import LENGTH_MULTIPLE, get_hf_parts, plan_windows, split_sorted, window_starts
 
 
 @pytest.mark.parametrize("n,window,stride", [(0, 8, 4), (5, 8, 4), (8, 8, 8), (9, 8, 4), (100, 30, 10), (101, 30, 30)])
@@ -102,6 +102,47 @@ def test_chunk_lengths_are_rounded_and_capped(tiny_bert):
         assert ids.shape[0] * ids.shape[1] <= 64 or ids.shape[0] == 1
         assert mask.sum(1).max() > ids.shape[1] - LENGTH_MULTIPLE  # no all-padding tail
     assert sum(int(mask.sum()) for _, mask in plan.chunks) == len(plan.index["pos_window"])
+
+
+def _split_cost(padded, bounds, call_cost):
+    return sum((b - a) * padded[a] + call_cost for a, b in bounds)
+
+
+def _all_splits(n):
+    """Every way to cut range(n) into contiguous chunks."""
+    if n == 0:
+        yield []
+        return
+    for first in range(1, n + 1):
+        for rest in _all_splits(n - first):
+            yield [(0, first)] + [(a + first, b + first) for a, b in rest]
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_split_sorted_is_the_cheapest_valid_split(seed):
+    """Against brute force: contiguous chunks covering every window once, each
+    within max_batch_tokens unless it is one window, and no valid split costs less."""
+    rng = numpy.random.default_rng(seed)
+    padded = sorted((int(x) * 4 for x in rng.integers(1, 20, size=rng.integers(1, 9))), reverse=True)
+    max_batch_tokens, call_cost = int(rng.choice([16, 64, 200])), int(rng.choice([0, 16, 128]))
+    bounds = split_sorted(padded, max_batch_tokens, call_cost)
+    assert [a for a, _ in bounds] == [0] + [b for _, b in bounds[:-1]] and bounds[-1][1] == len(padded)
+    valid = lambda split: all(b - a == 1 or (b - a) * padded[a] <= max_batch_tokens for a, b in split)  # noqa: E731
+    assert valid(bounds)
+    cheapest = min(_split_cost(padded, s, call_cost) for s in _all_splits(len(padded)) if valid(s))
+    assert _split_cost(padded, bounds, call_cost) == cheapest
+
+
+def test_split_sorted_trades_padding_for_calls():
+    """A batch of mixed lengths: near-free calls mean no padding at all; costly calls
+    mean as few chunks as max_batch_tokens allows; one window over the limit
+    still gets a chunk of its own."""
+    padded = [64, 60, 8, 8, 8, 8, 4, 4]
+    assert split_sorted(padded, 1024, call_cost=1) == [(0, 1), (1, 2), (2, 6), (6, 8)]
+    assert split_sorted(padded, 1024, call_cost=10**6) == [(0, 8)]
+    assert split_sorted(padded, 1024, call_cost=128) == [(0, 2), (2, 8)]
+    assert split_sorted([2048, 8], 1024) == [(0, 1), (1, 2)]
+    assert split_sorted([], 1024) == []
 
 
 def test_unaligned_tokens_get_zero_rows(tiny_bert):

@@ -230,9 +230,8 @@ def padded_length(n: int, longest: int) -> int:
 
 
 # What one more forward call costs, in padded wordpieces. On 2 CPU threads,
-# all-MiniLM-L6-v2 forward + backward costs ~28 ms per call against 0.12 ms per
-# wordpiece (~235 wordpieces), and inference throughput on SST-2 text is flat
-# for costs of 32-128 and falls beyond (benchmarks/README.md). On a GPU a call
+# all-MiniLM-L6-v2's inference throughput on SST-2 text is flat for costs of
+# 32-128 and falls beyond (benchmarks/chunking.py). On a GPU a call
 # costs far more than a row of padding and nothing here measured how much, so
 # there the split keeps the fewest chunks that fit, as cutting at
 # max_batch_tokens did.

@@ -1,5 +1,6 @@
 """Helpers shared by the inference benchmarks: inputs, word counts, RSS
 sampling, machine description, table printing and JSON output."""
+import contextlib
 import json
 import os
 import platform
@@ -101,8 +102,29 @@ class RSSSampler:
         self.peak = max(self.peak, rss_mb())
 
 
+@contextlib.contextmanager
+def forced_bf16():
+    """Components built inside run mixed_precision = true as bf16 autocast even
+    on a CPU without bf16 instructions (where the plugin runs float32, W003), so
+    a benchmark's bf16 row measures bf16 on every machine."""
+    import warnings
+
+    from spacy_gptbert.models import shim
+
+    native = shim.native_bf16
+    shim.native_bf16 = lambda: True
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        shim.native_bf16 = native
+
+
 def machine() -> Dict[str, object]:
     import torch
+
+    from spacy_gptbert.models.autocast import native_bf16
 
     cpu = platform.processor() or platform.machine()
     try:
@@ -115,6 +137,7 @@ def machine() -> Dict[str, object]:
         "cores": os.cpu_count(),
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
+        "native_bf16": native_bf16(),
         "load_average_at_start": os.getloadavg(),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }

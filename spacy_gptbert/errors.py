@@ -25,6 +25,11 @@ class Warnings(metaclass=ErrorsWithCodes):
     W002 = ("Label '{label}' occurs in the data passed to {name} but not in its "
             "labels {labels}; it is ignored in the loss. Add it to the training data "
             "or to the component's labels before initialize.")
+    W003 = ("mixed_precision = true asks for bf16 autocast on the CPU, but this CPU "
+            "has no bf16 instructions (AVX512-BF16 or AMX), where torch emulates bf16 "
+            "and runs several times slower than float32. Running in float32 instead; "
+            "set mixed_precision = false to silence this, or train on a GPU or a CPU "
+            "with AVX512-BF16/AMX to use mixed precision.")
 
 
 class Errors(metaclass=ErrorsWithCodes):

@@ -19,7 +19,7 @@ from thinc.types import Floats2d
 
 from ..errors import Errors
 from .hf_loading import load_pretrained
-from .shim import AveragingPyTorchShim
+from .shim import AveragingPyTorchShim, cpu_bf16
 
 WINDOW_MARGIN = 2  # room for the special tokens around each window ([CLS] ... [SEP])
 
@@ -133,21 +133,22 @@ def attach_transformer(model: Model, hf_model, tokenizer) -> None:
     window, stride = model.attrs["window"], model.attrs["stride"]
     if not (0 < stride <= window <= max_window):
         raise ValueError(Errors.E102.format(window=window, stride=stride, max_window=max_window))
+    # thinc's shim autocasts for CUDA only; on CPU the module itself uses bf16 where the CPU has it.
+    on_gpu = get_torch_default_device().type == "cuda"
+    bf16 = cpu_bf16(model.attrs["mixed_precision"], on_gpu)
     if model.attrs["kind"] == "seq_cls":
-        module = WindowedClassifier(hf_model, model.attrs["mixed_precision"])
+        module = WindowedClassifier(hf_model, bf16)
         model.attrs["labels"] = [config.id2label[i] for i in range(config.num_labels)]
         width = config.num_labels
     else:
         if getattr(hf_model, "pooler", None) is not None:
             hf_model.pooler = None  # unused: we pool ourselves; saves compute and memory
-        module = WindowedEncoder(hf_model, model.attrs["mixed_precision"])
+        module = WindowedEncoder(hf_model, bf16)
         width = config.hidden_size
     if model.attrs["freeze_embeddings"]:
         # The word-embedding matrix is about half of a small BERT's weights;
         # not updating it saves optimizer time with little loss in accuracy.
         hf_model.get_input_embeddings().weight.requires_grad_(False)
-    # thinc's shim autocasts for CUDA only; on CPU the module itself uses bf16.
-    on_gpu = get_torch_default_device().type == "cuda"
     shim = AveragingPyTorchShim(
         module,
         mixed_precision=model.attrs["mixed_precision"] and on_gpu,

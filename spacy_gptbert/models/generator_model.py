@@ -23,7 +23,7 @@ from . import gpt
 from .gpt import GenerationSettings, Rows
 from .hf_loading import load_pretrained
 from .inference_copy import predicting_module
-from .shim import AveragingPyTorchShim
+from .shim import AveragingPyTorchShim, cpu_bf16
 
 
 @registry.architectures("spacy-gptbert.CausalLM.v1")
@@ -125,10 +125,10 @@ def load_into(model: Model, name_or_path) -> None:
 def attach_lm(model: Model, lm, tokenizer) -> None:
     """Wrap the LM in a PyTorchShim; the shim puts it on thinc's current device."""
     mixed_precision = model.attrs["mixed_precision"]
-    # thinc's shim autocasts (fp16 + grad scaling) on CUDA only; on CPU the module uses bf16.
+    # thinc's shim autocasts (fp16 + grad scaling) on CUDA only; on CPU the module uses bf16 where the CPU has it.
     on_gpu = get_torch_default_device().type == "cuda"
     shim = AveragingPyTorchShim(
-        gpt.CausalLMLoss(lm, mixed_precision=mixed_precision and not on_gpu),
+        gpt.CausalLMLoss(lm, mixed_precision=cpu_bf16(mixed_precision, on_gpu)),
         mixed_precision=mixed_precision and on_gpu,
         grad_scaler=PyTorchGradScaler(**model.attrs["grad_scaler_config"]),
     )

@@ -112,7 +112,10 @@ def _autocast(device, enabled: bool):
 
     if device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.float16, enabled=enabled)
-    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled)
+    from ..models.autocast import native_bf16
+
+    # emulated bf16 (no AVX512-BF16/AMX) is slower than float32: run float32 there
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled and native_bf16())
 
 
 def _forward(model, batch, device, mixed_precision: bool):
@@ -168,7 +171,7 @@ def pretrain_mlm(
     """Train `model` (a *ForMaskedLM) in place for `steps` batches sampled from
     texts. Device: `device`, else thinc's current one (spacy.require_gpu moves
     it). Mixed precision: fp16 autocast with gradient scaling on GPU, bf16
-    autocast on CPU. Returns (step, mean loss since the last entry) pairs."""
+    autocast on a CPU with bf16 instructions (float32 on others). Returns (step, mean loss since the last entry) pairs."""
     import torch
     from thinc.api import get_torch_default_device
     from tqdm import tqdm

@@ -8,7 +8,7 @@ import torch
 def native_bf16() -> bool:
     """Whether this CPU computes bf16 matrix products in hardware (AVX512-BF16
     or AMX). Without them torch emulates bf16, and autocast makes a MiniLM
-    training step about 3x slower than float32 instead of faster."""
+    training step about 2x slower than float32 instead of faster."""
     checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # private: absent in some torch builds
     return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
 

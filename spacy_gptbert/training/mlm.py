@@ -107,15 +107,20 @@ def _mask_batch(tokenizer, texts: Sequence[str], max_length: int, mlm_probabilit
     return input_ids, enc["attention_mask"], enc.get("token_type_ids"), labels
 
 
+def _mixed_precision_on(device, mixed_precision: bool) -> bool:
+    """Whether to autocast on `device`: always when asked on GPU; on CPU only
+    with bf16 instructions (emulated bf16 is slower than float32; W003 says so)."""
+    from ..models.shim import cpu_bf16
+
+    return mixed_precision if device.type == "cuda" else cpu_bf16(mixed_precision, on_gpu=False)
+
+
 def _autocast(device, enabled: bool):
     import torch
 
     if device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.float16, enabled=enabled)
-    from ..models.autocast import native_bf16
-
-    # emulated bf16 (no AVX512-BF16/AMX) is slower than float32: run float32 there
-    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled and native_bf16())
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled)
 
 
 def _forward(model, batch, device, mixed_precision: bool):
@@ -146,6 +151,7 @@ def mlm_eval(model, tokenizer, texts: Sequence[str], *, batch_size: int = 64, ma
     import torch
 
     device = next(model.parameters()).device
+    mixed_precision = _mixed_precision_on(device, mixed_precision)
     generator = torch.Generator().manual_seed(seed)
     was_training = model.training
     model.eval()
@@ -171,7 +177,8 @@ def pretrain_mlm(
     """Train `model` (a *ForMaskedLM) in place for `steps` batches sampled from
     texts. Device: `device`, else thinc's current one (spacy.require_gpu moves
     it). Mixed precision: fp16 autocast with gradient scaling on GPU, bf16
-    autocast on a CPU with bf16 instructions (float32 on others). Returns (step, mean loss since the last entry) pairs."""
+    autocast on a CPU with bf16 instructions (float32 on others, with W003).
+    Returns (step, mean loss since the last entry) pairs."""
     import torch
     from thinc.api import get_torch_default_device
     from tqdm import tqdm
@@ -180,6 +187,7 @@ def pretrain_mlm(
         raise ValueError(Errors.E323.format(steps=steps, batch_size=batch_size))
     device = torch.device(device) if device is not None else get_torch_default_device()
     model.to(device)
+    mixed_precision = _mixed_precision_on(device, mixed_precision)
     model.train()
     torch.manual_seed(seed)
     rng = random.Random(seed)

@@ -148,3 +148,21 @@ def test_pretrain_follows_thinc_gpu(tiny_bert):
         assert next(model.parameters()).device.type == "cuda"
     finally:
         use_ops("numpy")
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_cpu_mixed_precision_needs_bf16_instructions(tiny_bert, native, monkeypatch, recwarn):
+    """mixed_precision on CPU autocasts to bf16 only where the CPU has bf16
+    instructions; elsewhere training runs float32 and W003 says why."""
+    from spacy_gptbert.models import shim
+
+    monkeypatch.setattr(shim, "native_bf16", lambda: native)
+    seen = []
+    real_autocast = mlm._autocast
+    monkeypatch.setattr(mlm, "_autocast", lambda device, enabled: seen.append(enabled) or real_autocast(device, enabled))
+    model, tokenizer, _ = mlm.load_mlm(tiny_bert)
+    mlm.pretrain_mlm(model, tokenizer, CORPUS, steps=2, batch_size=4, progress=False, mixed_precision=True,
+                     device="cpu")
+    mlm.mlm_eval(model, tokenizer, CORPUS[:4], mixed_precision=True)
+    assert seen and set(seen) == {native}
+    assert bool([w for w in recwarn if "[W003]" in str(w.message)]) is (not native)

@@ -4,6 +4,7 @@ whole command (start-up, training, the evaluations every 200 steps, saving):
 
     python benchmarks/training_routes.py [--routes bert_textcat,spacy-transformers,hf-loop]
                                          [--train-limit N]   # N > 0: a smoke run on N phrases
+                                         [--seed S]          # every route's seed (default 0)
 
 Routes:
   bert_textcat        `python -m spacy train configs/textcat_sst2.cfg` as the README gives it
@@ -84,7 +85,7 @@ def spacy_transformers_config(path: Path) -> None:
     config.to_disk(path)
 
 
-def spacy_train(route: str, out: Path, corpus: Path, limit: int) -> dict:
+def spacy_train(route: str, out: Path, corpus: Path, limit: int, seed: int) -> dict:
     if route == "bert_textcat":
         config = ROOT / "configs" / "textcat_sst2.cfg"
     else:
@@ -95,6 +96,7 @@ def spacy_train(route: str, out: Path, corpus: Path, limit: int) -> dict:
                "--paths.train", str(corpus / "train.spacy"), "--paths.dev", str(corpus / "dev.spacy")]
     if limit:
         command += ["--corpora.train.limit", str(limit)]
+    command += ["--system.seed", str(seed), "--training.seed", str(seed)]
     seconds = run(command, out / "train.log")
     return {"wall_s": seconds, "last_eval_step": last_eval_step(out / "train.log"),
             "dev_accuracy_last": pipeline_accuracy(out / "model-last"),
@@ -169,8 +171,9 @@ def hf_loop(out: Path, limit: int, seed: int = 0) -> None:
         "dev_accuracy_best": max(acc for _, acc in curve), "curve": curve}))
 
 
-def hf_route(out: Path, limit: int) -> dict:
-    command = [sys.executable, __file__, "--hf-loop", "--out", str(out), "--train-limit", str(limit)]
+def hf_route(out: Path, limit: int, seed: int) -> dict:
+    command = [sys.executable, __file__, "--hf-loop", "--out", str(out), "--train-limit", str(limit),
+               "--seed", str(seed)]
     seconds = run(command, out / "train.log")
     return {"wall_s": seconds, **json.loads((out / "result.json").read_text())}
 
@@ -193,13 +196,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--routes", default=",".join(ROUTES))
     parser.add_argument("--train-limit", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workdir", type=Path, default=ROOT / "training" / "routes")
     parser.add_argument("--output", type=Path, default=RESULTS / "training_routes.json")
     parser.add_argument("--hf-loop", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.hf_loop:
-        return hf_loop(args.out, args.train_limit)
+        return hf_loop(args.out, args.train_limit, args.seed)
     routes = args.routes.split(",")
     unknown = set(routes) - set(ROUTES)
     if unknown:
@@ -211,8 +215,8 @@ def main() -> None:
     for route in routes:
         out = args.workdir / route
         print(f"{route}: training, log in {out / 'train.log'}", flush=True)
-        result = hf_route(out, args.train_limit) if route == "hf-loop" else \
-            spacy_train(route, out, corpus, args.train_limit)
+        result = hf_route(out, args.train_limit, args.seed) if route == "hf-loop" else \
+            spacy_train(route, out, corpus, args.train_limit, args.seed)
         rows.append({"route": route, "minutes": result["wall_s"] / 60, **result})
         print_table(rows, [("route", "route", "{}"), ("last_eval_step", "last eval step", "{}"), ("minutes", "wall min", "{:.1f}"),
                            ("dev_accuracy_last", "dev acc (last)", "{:.2%}"),

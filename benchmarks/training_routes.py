@@ -221,7 +221,8 @@ def main() -> None:
         print_table(rows, [("route", "route", "{}"), ("last_eval_step", "last eval step", "{}"), ("minutes", "wall min", "{:.1f}"),
                            ("dev_accuracy_last", "dev acc (last)", "{:.2%}"),
                            ("dev_accuracy_best", "dev acc (best)", "{:.2%}")])
-    write_json(args.output, {"machine": info, "args": {k: str(v) for k, v in vars(args).items()}, "rows": rows})
+        # after every route, so a run stopped part-way keeps the routes it finished
+        write_json(args.output, {"machine": info, "args": {k: str(v) for k, v in vars(args).items()}, "rows": rows})
 
 
 if __name__ == "__main__":

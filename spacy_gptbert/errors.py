@@ -142,6 +142,9 @@ class Errors(metaclass=ErrorsWithCodes):
     E302 = ("Line {line} of '{path}' is malformed: {why}")
     E303 = ("Unknown input format '{fmt}'. Use one of: {options}.")
     E304 = ("The input '{path}' matched no files.")
+    E305 = ("The data has labels that --labels leaves out: {unknown} (--labels: "
+            "{labels}). Add them to --labels, or leave --labels out to take the "
+            "labels from the data.")
     # project workflows and continued MLM pretraining (E320-E349)
     E320 = ("'{path}' holds no texts for masked-LM pretraining. Give a .spacy "
             "file, a TSV with a 'sentence' column, or a text file with one text per line.")

@@ -7,7 +7,7 @@ from tqdm import tqdm
 from wasabi import msg
 
 from ..errors import Errors
-from ..training.convert import read_trec, read_tsv, split, to_docbin
+from ..training.convert import label_set, read_trec, read_tsv, split, to_docbin
 from .apply import apply_command
 
 app = typer.Typer(name="spacy_gptbert", add_completion=False, no_args_is_help=True,
@@ -35,6 +35,9 @@ def convert(
     dev_fraction: float = typer.Option(0.1, help="Fraction for --dev-output"),
     limit: int = typer.Option(0, help="Keep only the first N records (0 = all)"),
     seed: int = typer.Option(0, help="Seed of the train/dev split"),
+    fixed_labels: Optional[str] = typer.Option(
+        None, "--labels", help="Comma-separated label set and order for doc.cats (default: the labels in the data). "
+        "Give the same list to every file of a data set so that all share one label set"),
 ) -> None:
     """Convert a text-classification data set into .spacy files with doc.cats."""
     if fmt not in FORMATS:
@@ -47,7 +50,10 @@ def convert(
         records = list(read_trec(input_path, fine=fmt == "trec-fine"))
     if limit:
         records = records[:limit]
-    labels = sorted({label for _, ls in records for label in ls})
+    try:
+        labels = label_set(records, [x for x in (fixed_labels or "").split(",") if x])
+    except ValueError as err:
+        msg.fail(str(err), exits=1)
     nlp = spacy.blank(lang)
     parts = [(output_path, records)]
     if dev_output is not None:

@@ -53,7 +53,7 @@ DEFAULT_CONFIG = Config().from_str(DEFAULT_TEXTCAT_MODEL)
         "label_smoothing": 0.0,
     },
     default_score_weights={
-        "cats_score": 1.0, "cats_acc": None, "cats_score_desc": None, "cats_micro_p": None,
+        "cats_score": 1.0, "cats_acc": None, "cats_exact_match": None, "cats_score_desc": None, "cats_micro_p": None,
         "cats_micro_r": None, "cats_micro_f": None, "cats_macro_p": None, "cats_macro_r": None,
         "cats_macro_f": None, "cats_macro_auc": None, "cats_f_per_type": None,
     },
@@ -90,7 +90,9 @@ def make_textcat_scorer():
 def textcat_score(examples: Iterable[Example], **kwargs) -> Dict[str, Any]:
     """spaCy's cats scores (cats_score, cats_macro_f, per-label P/R/F,
     cats_macro_auc, ...) plus cats_acc: accuracy of the top label for exclusive
-    classes, label-wise accuracy at the threshold for multi-label."""
+    classes, label-wise (Hamming) accuracy at the threshold for multi-label; and
+    cats_exact_match: the share of docs whose predicted label set (top label, or
+    the labels at or above the threshold) is exactly the gold one."""
     examples = list(examples)
     labels = kwargs.get("labels", [])
     multi_label = kwargs.get("multi_label", False)
@@ -100,6 +102,7 @@ def textcat_score(examples: Iterable[Example], **kwargs) -> Dict[str, Any]:
         positive_label=kwargs.get("positive_label"),
     )
     scores["cats_acc"] = _accuracy(examples, labels, multi_label, threshold)
+    scores["cats_exact_match"] = _exact_match(examples, labels, multi_label, threshold)
     return scores
 
 
@@ -117,6 +120,21 @@ def _accuracy(examples: List[Example], labels, multi_label: bool, threshold: flo
         else:
             right += max(gold, key=gold.get) == max(pred, key=pred.get)
             total += 1
+    return right / total if total else None
+
+
+def _exact_match(examples: List[Example], labels, multi_label: bool, threshold: float) -> Optional[float]:
+    if not multi_label:
+        return _accuracy(examples, labels, multi_label, threshold)
+    right = total = 0
+    for eg in examples:
+        gold, pred = eg.reference.cats, eg.predicted.cats
+        if not gold or not pred:
+            continue
+        # labels the gold doc leaves out are unknown, not negative, as in _accuracy
+        known = [label for label in labels if label in gold]
+        right += all((pred.get(label, 0.0) >= threshold) == (gold[label] >= 0.5) for label in known)
+        total += 1
     return right / total if total else None
 
 

@@ -48,6 +48,19 @@ def read_trec(path: Path, fine: bool = False) -> Iterator[Record]:
         yield text.strip(), [label if fine else label.split(":")[0]]
 
 
+def label_set(records: List[Record], fixed: Optional[List[str]] = None) -> List[str]:
+    """The labels every doc of a conversion gets in doc.cats: the ones in the
+    data, sorted, or a fixed list, so that files converted one at a time (a
+    test file that lacks a rare label, say) share one label set and order."""
+    seen = {label for _, labels in records for label in labels}
+    if not fixed:
+        return sorted(seen)
+    unknown = sorted(seen - set(fixed))
+    if unknown:
+        raise ValueError(Errors.E305.format(unknown=unknown, labels=fixed))
+    return list(dict.fromkeys(fixed))
+
+
 def to_docbin(nlp: Language, records: Iterable[Record], all_labels: List[str], exclusive: bool = True) -> DocBin:
     docbin = DocBin(store_user_data=False)
     texts_labels = list(records)

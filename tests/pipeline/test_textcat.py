@@ -191,6 +191,31 @@ def test_scores_include_accuracy_and_per_label(tiny_bert):
     assert set(scores["cats_f_per_type"]) == {"POS", "NEG"}
 
 
+def test_scorer_accuracy_and_exact_match_by_hand():
+    from spacy_gptbert.pipeline.textcat import textcat_score
+
+    nlp = spacy.blank("en")
+
+    def eg(gold, pred):
+        example = Example.from_dict(nlp.make_doc("x"), {"cats": gold})
+        example.predicted.cats = pred
+        return example
+
+    labels = ["A", "B", "C"]
+    egs = [
+        eg({"A": 1.0, "B": 1.0, "C": 0.0}, {"A": 0.9, "B": 0.6, "C": 0.1}),  # 3/3 labels right: exact
+        eg({"A": 1.0, "B": 0.0, "C": 0.0}, {"A": 0.7, "B": 0.5, "C": 0.2}),  # B at the threshold: 2/3
+        eg({"A": 0.0, "B": 0.0, "C": 1.0}, {"A": 0.4, "B": 0.3, "C": 0.2}),  # C missed: 2/3
+        eg({"A": 0.0, "B": 1.0}, {"A": 0.1, "B": 0.8, "C": 0.9}),  # C not in gold: unknown, 2/2, exact
+    ]
+    scores = textcat_score(egs, labels=labels, multi_label=True, threshold=0.5)
+    assert scores["cats_acc"] == pytest.approx(9 / 11)  # label-wise (Hamming) accuracy
+    assert scores["cats_exact_match"] == pytest.approx(2 / 4)
+    single = textcat_score(egs[:3], labels=labels, multi_label=False)
+    # top labels: A = A, A = A, A != C
+    assert single["cats_acc"] == single["cats_exact_match"] == pytest.approx(2 / 3)
+
+
 def test_fine_tuned_sequence_classifier_predicts_without_training(tiny_seq_cls, tmp_path):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
     import torch

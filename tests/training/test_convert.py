@@ -38,6 +38,21 @@ def test_multilabel_tsv_and_split(tmp_path):
         (("a", 1.0), ("b", 1.0)), (("a", 0.0), ("b", 1.0))}
 
 
+def test_fixed_labels_give_every_file_one_label_set(tmp_path):
+    src = tmp_path / "test.tsv"
+    src.write_text("sentence\tlabel\nwho ?\tHUM\nwhere ?\tLOC,LOC_city\n", encoding="utf8")
+    out = tmp_path / "test.spacy"
+    result = runner.invoke(app, ["convert", str(src), str(out), "--format", "tsv",
+                                 "--labels", "LOC_city,HUM,LOC,NUM"])
+    assert result.exit_code == 0, result.output
+    # NUM is in no row of this file, yet every doc has it, in the given order
+    assert [list(d.cats.items()) for d in _docs(out)] == [
+        [("LOC_city", 0.0), ("HUM", 1.0), ("LOC", 0.0), ("NUM", 0.0)],
+        [("LOC_city", 1.0), ("HUM", 0.0), ("LOC", 1.0), ("NUM", 0.0)]]
+    result = runner.invoke(app, ["convert", str(src), str(out), "--format", "tsv", "--labels", "HUM,NUM"])
+    assert result.exit_code == 1 and "E305" in result.output and "'LOC'" in result.output
+
+
 def test_trec(tmp_path):
     src = tmp_path / "t.label"
     src.write_bytes("NUM:date When was it ?\nLOC:city Where is Caf\xe9 Rouge ?\n".encode("latin-1"))

@@ -76,3 +76,35 @@ def test_config_trains_and_loads(tmp_path, tiny_bert, config, encoder_component,
         assert set(doc.cats) >= {"POSITIVE", "NEGATIVE"}
     if "gpt_generator" in nlp.pipe_names:
         assert isinstance(doc._.generation, str)
+
+
+def _readme_config_block() -> str:
+    """The ini block of the README's 'Writing your own config' section."""
+    readme = (CONFIGS.parent / "README.md").read_text(encoding="utf8")
+    section = readme.split("### Writing your own config", 1)[1]
+    return section.split("```ini\n", 1)[1].split("```", 1)[0]
+
+
+@pytest.mark.slow
+def test_readme_base_config_fills_trains_and_loads(tmp_path, tiny_bert):
+    """A user who writes the README's base config and runs `spacy init fill-config`
+    on it gets a config that trains (multi-label, the metric it names) and loads."""
+    from spacy.cli.init_config import fill_config
+
+    base = tmp_path / "base.cfg"
+    base.write_text(_readme_config_block(), encoding="utf8")
+    filled = tmp_path / "config.cfg"
+    fill_config(filled, base, silent=True)
+    config = spacy.util.load_config(filled)
+    assert config["training"]["score_weights"]["cats_macro_f"] == 1.0
+    assert config["training"]["score_weights"]["cats_score"] is None
+    corpus = _textcat_data(tmp_path / "train.spacy", multi_label=True)
+    overrides = {
+        "paths.train": str(corpus), "paths.dev": str(corpus),
+        "components.bert_textcat.model.name": tiny_bert, "training.max_steps": 4, "training.eval_frequency": 2,
+        "training.optimizer.learn_rate.total_steps": 4, "training.optimizer.learn_rate.warmup_steps": 1,
+    }
+    train(filled, tmp_path / "out", overrides=overrides)
+    nlp = spacy.load(tmp_path / "out" / "model-best")
+    assert nlp.get_pipe("bert_textcat").cfg["exclusive_classes"] is False
+    assert set(nlp("great fun").cats) == {"POSITIVE", "NEGATIVE", "FUN"}

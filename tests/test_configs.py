@@ -101,7 +101,8 @@ def test_readme_base_config_fills_trains_and_loads(tmp_path, tiny_bert):
     corpus = _textcat_data(tmp_path / "train.spacy", multi_label=True)
     overrides = {
         "paths.train": str(corpus), "paths.dev": str(corpus),
-        "components.bert_textcat.model.name": tiny_bert, "training.max_steps": 4, "training.eval_frequency": 2,
+        "components.bert_textcat.model.name": tiny_bert,
+        "training.max_steps": 4, "training.eval_frequency": 2,
         "training.optimizer.learn_rate.total_steps": 4, "training.optimizer.learn_rate.warmup_steps": 1,
     }
     train(filled, tmp_path / "out", overrides=overrides)

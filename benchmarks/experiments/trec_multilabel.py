@@ -90,7 +90,8 @@ def main() -> None:
     for name in ("train", "dev", "test"):
         run(["-m", "spacy_gptbert", "convert", str(out / f"{name}.tsv"), str(out / f"{name}.spacy"),
              "--format", "tsv", "--labels", labels])
-    configs = {"readme": lambda: readme_config(out), "readme-user": lambda: HERE / "trec_multilabel_readme_user.cfg"}
+    configs = {"readme": lambda: readme_config(out),
+               "readme-user": lambda: HERE / "trec_multilabel_readme_user.cfg"}
     rows = []
     for name in args.configs.split(","):
         config = configs[name]()

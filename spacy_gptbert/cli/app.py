@@ -36,8 +36,8 @@ def convert(
     limit: int = typer.Option(0, help="Keep only the first N records (0 = all)"),
     seed: int = typer.Option(0, help="Seed of the train/dev split"),
     fixed_labels: Optional[str] = typer.Option(
-        None, "--labels", help="Comma-separated label set and order for doc.cats (default: the labels in the data). "
-        "Give the same list to every file of a data set so that all share one label set"),
+        None, "--labels", help="Comma-separated label set and order for doc.cats (default: the labels in "
+        "the data). Give the same list to every file of a data set so that all share one label set"),
 ) -> None:
     """Convert a text-classification data set into .spacy files with doc.cats."""
     if fmt not in FORMATS:

@@ -53,9 +53,9 @@ DEFAULT_CONFIG = Config().from_str(DEFAULT_TEXTCAT_MODEL)
         "label_smoothing": 0.0,
     },
     default_score_weights={
-        "cats_score": 1.0, "cats_acc": None, "cats_exact_match": None, "cats_score_desc": None, "cats_micro_p": None,
-        "cats_micro_r": None, "cats_micro_f": None, "cats_macro_p": None, "cats_macro_r": None,
-        "cats_macro_f": None, "cats_macro_auc": None, "cats_f_per_type": None,
+        "cats_score": 1.0, "cats_acc": None, "cats_exact_match": None, "cats_score_desc": None,
+        "cats_micro_p": None, "cats_micro_r": None, "cats_micro_f": None, "cats_macro_p": None,
+        "cats_macro_r": None, "cats_macro_f": None, "cats_macro_auc": None, "cats_f_per_type": None,
     },
 )
 def make_bert_textcat(
@@ -106,12 +106,15 @@ def textcat_score(examples: Iterable[Example], **kwargs) -> Dict[str, Any]:
     return scores
 
 
+def _scored_pairs(examples: List[Example]):
+    """(gold cats, predicted cats) of the examples that have both."""
+    pairs = [(eg.reference.cats, eg.predicted.cats) for eg in examples]
+    return [(gold, pred) for gold, pred in pairs if gold and pred]
+
+
 def _accuracy(examples: List[Example], labels, multi_label: bool, threshold: float) -> Optional[float]:
     right = total = 0
-    for eg in examples:
-        gold, pred = eg.reference.cats, eg.predicted.cats
-        if not gold or not pred:
-            continue
+    for gold, pred in _scored_pairs(examples):
         if multi_label:
             for label in labels:
                 if label in gold:
@@ -126,16 +129,13 @@ def _accuracy(examples: List[Example], labels, multi_label: bool, threshold: flo
 def _exact_match(examples: List[Example], labels, multi_label: bool, threshold: float) -> Optional[float]:
     if not multi_label:
         return _accuracy(examples, labels, multi_label, threshold)
-    right = total = 0
-    for eg in examples:
-        gold, pred = eg.reference.cats, eg.predicted.cats
-        if not gold or not pred:
-            continue
-        # labels the gold doc leaves out are unknown, not negative, as in _accuracy
-        known = [label for label in labels if label in gold]
-        right += all((pred.get(label, 0.0) >= threshold) == (gold[label] >= 0.5) for label in known)
-        total += 1
-    return right / total if total else None
+    pairs = _scored_pairs(examples)
+    # labels the gold doc leaves out are unknown, not negative, as in _accuracy
+    right = sum(
+        all((pred.get(label, 0.0) >= threshold) == (gold[label] >= 0.5) for label in labels if label in gold)
+        for gold, pred in pairs
+    )
+    return right / len(pairs) if pairs else None
 
 
 class BertTextCategorizer(HFSerializationMixin, TrainablePipe):

@@ -190,11 +190,12 @@ def test_demo_on_assembled_pipeline_prints_table(tiny_pipelines, tmp_path):
     assemble = load_script("assemble")
     out = assemble.assemble(tiny_pipelines / "textcat", tiny_pipelines / "gen", tmp_path / "both")
     metrics = tmp_path / "m.json"
-    metrics.write_text(json.dumps({"cats_acc": 0.5, "speed": 100.0}))
+    metrics.write_text(json.dumps({"cats_acc": 0.5, "gen_agreement": 0.75, "gen_bpc": None, "speed": 100.0}))
     result = subprocess.run([sys.executable, "-m", "spacy_gptbert", "demo", str(out), "--metrics", str(metrics)],
                             capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "generated" in result.stdout and "cats_acc" in result.stdout
+    assert "gen_agreement" in result.stdout and "0.7500" in result.stdout and "gen_bpc" not in result.stdout
     assert "An absolute joy" in result.stdout
 
 

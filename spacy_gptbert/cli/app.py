@@ -82,6 +82,11 @@ DEMO_TEXTS = [
 ]
 
 
+# what `demo --metrics` prints of a `spacy evaluate` JSON, when there
+DEMO_METRICS = ("cats_acc", "cats_score", "cats_macro_f", "cats_macro_auc",
+                "gen_agreement", "gen_loss_per_char", "gen_ppl", "speed")
+
+
 @app.command("demo")
 def demo(
     pipeline: str = typer.Argument(..., help="A trained pipeline: directory or installed package name"),
@@ -114,7 +119,7 @@ def demo(
     print(table(rows, header=header, divider=True, max_col=64))
     if metrics is not None and metrics.exists():
         scores = srsly.read_json(metrics)
-        keys = [k for k in ("cats_acc", "cats_score", "cats_macro_f", "cats_macro_auc", "speed") if scores.get(k) is not None]
+        keys = [k for k in DEMO_METRICS if scores.get(k) is not None]
         msg.divider("metrics")
         print(table([[k, f"{scores[k]:.4f}" if k != "speed" else f"{scores[k]:.0f} words/s"] for k in keys]))
 

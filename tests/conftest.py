@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+README = Path(__file__).resolve().parents[1] / "README.md"
 HF_TINY = SHARED / "hf-tiny"
 
 CORPUS = [
@@ -13,6 +14,12 @@ CORPUS = [
     "what a wonderful surprise !", "a complete waste of time .", "Sports news : the team won",
     "Politics today : the vote failed", "ünïcödé and emoji 😀 and 日本語 text", "numbers 1 2 3 4 5",
 ]
+
+
+def readme_block(heading: str, lang: str = "ini", index: int = 0) -> str:
+    """The index-th ```lang block under a README heading, so tests run what the README shows."""
+    section = README.read_text(encoding="utf8").split(f"{heading}\n", 1)[1]
+    return section.split(f"```{lang}\n")[index + 1].split("```", 1)[0]
 
 
 def build_tiny_bert(path: Path, *, hidden: int = 32, layers: int = 2, heads: int = 2,

@@ -7,6 +7,8 @@ import spacy
 from spacy.cli.train import train
 from spacy.tokens import Doc, DocBin
 
+from .conftest import readme_block
+
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 TEXTS = ["a good movie", "a bad film", "i loved it", "boring and dull", "great fun", "awful jokes"]
 
@@ -78,13 +80,6 @@ def test_config_trains_and_loads(tmp_path, tiny_bert, config, encoder_component,
         assert isinstance(doc._.generation, str)
 
 
-def _readme_config_block() -> str:
-    """The ini block of the README's 'Writing your own config' section."""
-    readme = (CONFIGS.parent / "README.md").read_text(encoding="utf8")
-    section = readme.split("### Writing your own config", 1)[1]
-    return section.split("```ini\n", 1)[1].split("```", 1)[0]
-
-
 @pytest.mark.slow
 def test_readme_base_config_fills_trains_and_loads(tmp_path, tiny_bert):
     """A user who writes the README's base config and runs `spacy init fill-config`
@@ -92,7 +87,7 @@ def test_readme_base_config_fills_trains_and_loads(tmp_path, tiny_bert):
     from spacy.cli.init_config import fill_config
 
     base = tmp_path / "base.cfg"
-    base.write_text(_readme_config_block(), encoding="utf8")
+    base.write_text(readme_block("### Writing your own config"), encoding="utf8")
     filled = tmp_path / "config.cfg"
     fill_config(filled, base, silent=True)
     config = spacy.util.load_config(filled)
@@ -109,3 +104,30 @@ def test_readme_base_config_fills_trains_and_loads(tmp_path, tiny_bert):
     nlp = spacy.load(tmp_path / "out" / "model-best")
     assert nlp.get_pipe("bert_textcat").cfg["exclusive_classes"] is False
     assert set(nlp("great fun").cats) == {"POSITIVE", "NEGATIVE", "FUN"}
+
+
+@pytest.mark.slow
+def test_readme_generator_config_fills_trains_and_generates(tmp_path):
+    """The README's label-conditioned generator config, filled by fill-config,
+    trains (a tiny GPT) and writes a completion that the prompt conditions."""
+    from spacy.cli.init_config import fill_config
+
+    base = tmp_path / "base.cfg"
+    base.write_text(readme_block("### A label-conditioned generator from scratch"), encoding="utf8")
+    filled = tmp_path / "config.cfg"
+    fill_config(filled, base, silent=True)
+    corpus = _textcat_data(tmp_path / "train.spacy", multi_label=False)
+    overrides = {
+        "paths.train": str(corpus), "paths.dev": str(corpus), **TINY_GPT,
+        "components.gpt_generator.model.n_positions": 32,
+        "training.max_steps": 4, "training.eval_frequency": 2,
+        "training.optimizer.learn_rate.total_steps": 4, "training.optimizer.learn_rate.warmup_steps": 1,
+    }
+    train(filled, tmp_path / "out", overrides=overrides)
+    nlp = spacy.load(tmp_path / "out" / "model-best")
+    gen = nlp.get_pipe("gpt_generator")
+    doc = nlp.make_doc("a good movie")
+    doc.cats = {"POSITIVE": 0.9, "NEGATIVE": 0.1}
+    assert gen.prompt(doc) == "positive review: "
+    doc = gen(doc)
+    assert isinstance(doc._.generation, str) and "positive review" not in doc._.generation

@@ -186,6 +186,28 @@ def test_assemble_classifies_then_generates(tiny_pipelines, tmp_path):
     assert gen.prompt(doc) == f"{label.lower()} review: "
 
 
+def test_readme_assemble_config_with_spacy_assemble(tiny_pipelines, tmp_path):
+    """The README's route to one pipeline: a config that sources both trained
+    components, built by `spacy assemble`."""
+    from tests.conftest import readme_block
+
+    config = tmp_path / "assemble.cfg"
+    # the second ini block of the section: the one after "Classifier and generator in one pipeline"
+    config.write_text(readme_block("### A label-conditioned generator from scratch", index=1), encoding="utf8")
+    result = subprocess.run(
+        [sys.executable, "-m", "spacy", "assemble", str(config), str(tmp_path / "both"),
+         "--components.bert_textcat.source", str(tiny_pipelines / "textcat"),
+         "--components.gpt_generator.source", str(tiny_pipelines / "gen")],
+        capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert result.returncode == 0, result.stderr + result.stdout
+    nlp = spacy.load(tmp_path / "both")
+    assert nlp.pipe_names == ["bert_textcat", "gpt_generator"]
+    doc = nlp("what a good movie")
+    label = max(doc.cats, key=doc.cats.get)
+    assert nlp.get_pipe("gpt_generator").prompt(doc) == f"{label.lower()} review: "
+    assert isinstance(doc._.generation, str)
+
+
 def test_demo_on_assembled_pipeline_prints_table(tiny_pipelines, tmp_path):
     assemble = load_script("assemble")
     out = assemble.assemble(tiny_pipelines / "textcat", tiny_pipelines / "gen", tmp_path / "both")

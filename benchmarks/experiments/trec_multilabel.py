@@ -25,6 +25,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from spacy_gptbert.training.convert import read_trec
+
 ROOT = Path(__file__).resolve().parents[2]
 TREC = ROOT.parent / "shared" / "data" / "trec"
 HERE = Path(__file__).resolve().parent
@@ -33,18 +35,10 @@ N_TRAIN = 4900
 METRICS = ("cats_micro_f", "cats_exact_match", "cats_macro_f", "cats_macro_auc")
 
 
-def read_trec(path: Path):
-    for line in path.read_text(encoding="latin-1").splitlines():
-        if line.strip():
-            label, text = line.split(" ", 1)
-            coarse, fine = label.split(":")
-            yield text, coarse, fine  # as TREC has it (some end in a space)
-
-
 def write_tsvs(out: Path) -> str:
     """Write train/dev/test TSVs; return the label set, comma-joined."""
-    train = list(read_trec(TREC / "train_5500.label"))
-    test = list(read_trec(TREC / "TREC_10.label"))
+    train = [(text, *label.split(":")) for text, (label,) in read_trec(TREC / "train_5500.label", fine=True)]
+    test = [(text, *label.split(":")) for text, (label,) in read_trec(TREC / "TREC_10.label", fine=True)]
     counts = collections.Counter(f"{c}:{f}" for _, c, f in train)
     fine_kept = {k for k, n in counts.items() if n >= MIN_FINE and not k.endswith(":other")}
 

@@ -3,12 +3,13 @@
     python -m spacy_gptbert.training.generator_data text input.txt out_dir --dev-fraction 0.1
     python -m spacy_gptbert.training.generator_data jsonl data.jsonl out.spacy
     python -m spacy_gptbert.training.generator_data tsv train.tsv out.spacy --label-names 0=negative,1=positive
+        [--labels negative,positive]
 
 Plain text is cut into blocks of about `block_chars` characters at paragraph,
 then line boundaries (one Doc per block), and the last `dev_fraction` of the
 text becomes dev.spacy (blocks of `dev_block_chars`). JSONL lines are {"prompt", "completion"} (Doc text =
 prompt, doc._.completion = completion) or {"text", "label"} (Doc text = text,
-one-hot doc.cats over all labels in the file). TSV is `text<TAB>label` with
+one-hot doc.cats over all labels in the file, or over --labels). TSV is `text<TAB>label` with
 an optional header (SST-2's format).
 """
 import argparse
@@ -21,6 +22,7 @@ from spacy.tokens import Doc, DocBin
 from tqdm import tqdm
 
 from ..errors import Errors
+from .convert import label_set
 
 FORMATS = ("text", "jsonl", "tsv")
 
@@ -95,11 +97,14 @@ def read_jsonl(path: Path) -> Iterator[Tuple[int, dict]]:
 
 
 def docs_from_records(nlp: Language, records: Iterable[Tuple[int, dict]], path: Path,
-                      label_names: Optional[Dict[str, str]] = None) -> List[Doc]:
-    """{"prompt","completion"} or {"text","label"} records -> Docs (see module doc)."""
+                      label_names: Optional[Dict[str, str]] = None, labels: Optional[List[str]] = None) -> List[Doc]:
+    """{"prompt","completion"} or {"text","label"} records -> Docs (see module doc).
+    labels: a fixed label set and order for doc.cats (as `convert --labels`), so
+    that files converted one at a time share it; default: the file's labels, sorted."""
     records = list(records)
     label_names = label_names or {}
-    labels = sorted({label_names.get(str(r["label"]), str(r["label"])) for _, r in records if "label" in r})
+    named = [(None, [label_names.get(str(r["label"]), str(r["label"]))]) for _, r in records if "label" in r]
+    labels = label_set(named, labels)
     docs = []
     for i, r in tqdm(records, desc="records", unit="doc", disable=None, leave=False):
         if isinstance(r.get("prompt"), str) and isinstance(r.get("completion"), str):
@@ -151,7 +156,7 @@ def write_docs(docs: Iterable[Doc], path: Path) -> int:
 
 def convert(fmt: str, input_path: Path, output: Path, *, lang: str = "en", block_chars: int = 500,
             dev_fraction: float = 0.0, dev_block_chars: Optional[int] = None, label_names: Optional[Dict[str, str]] = None,
-            limit: int = 0, min_words: int = 0) -> Dict[str, int]:
+            limit: int = 0, min_words: int = 0, labels: Optional[List[str]] = None) -> Dict[str, int]:
     """Convert one input file. min_words: drop jsonl/tsv records whose text (or
     completion) has fewer words, e.g. SST-2's one- and two-word phrases, which
     teach a generator to stop after a word or two. With fmt "text" and dev_fraction > 0, `output` is a
@@ -178,7 +183,7 @@ def convert(fmt: str, input_path: Path, output: Path, *, lang: str = "en", block
         records = (r for r in records if _n_words(r[1]) >= min_words)
     if limit:
         records = (r for j, r in enumerate(records) if j < limit)
-    return {"docs": write_docs(docs_from_records(nlp, records, input_path, label_names), output)}
+    return {"docs": write_docs(docs_from_records(nlp, records, input_path, label_names, labels), output)}
 
 
 def _n_words(record: dict) -> int:
@@ -203,12 +208,16 @@ def main(argv: Optional[List[str]] = None) -> None:
                         help="block size for dev docs (default: --block-chars); longer dev docs mean "
                              "fewer generations during evaluation, the loss is scored in context-size blocks anyway")
     parser.add_argument("--label-names", default="", help="e.g. 0=negative,1=positive")
+    parser.add_argument("--labels", default="",
+                        help="comma-separated label set and order for doc.cats (after --label-names), the same for "
+                             "every file converted; a label in the data but not here fails (E305)")
     parser.add_argument("--limit", type=int, default=0, help="first N records only (jsonl/tsv)")
     parser.add_argument("--min-words", type=int, default=0, help="drop jsonl/tsv records with fewer words")
     args = parser.parse_args(argv)
     counts = convert(args.format, args.input, args.output, lang=args.lang, block_chars=args.block_chars,
                      dev_fraction=args.dev_fraction, dev_block_chars=args.dev_block_chars, label_names=_parse_label_names(args.label_names),
-                     limit=args.limit, min_words=args.min_words)
+                     limit=args.limit, min_words=args.min_words,
+                     labels=[x for x in args.labels.split(",") if x] or None)
     print(json.dumps(counts))
 
 

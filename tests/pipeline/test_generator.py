@@ -388,6 +388,21 @@ def test_converter_min_words_drops_short_records(tmp_path):
     assert texts == ["a dull , lifeless film", "the best film of the year"]
 
 
+def test_converter_fixed_labels(tmp_path):
+    """--labels: one label set and order for every file, even a file without
+    some label; a label the list leaves out fails with E305."""
+    from spacy.tokens import DocBin
+
+    src = tmp_path / "dev.tsv"
+    src.write_text("sentence\tlabel\na dull , lifeless film\t0\n")
+    out = tmp_path / "dev.spacy"
+    generator_data.main(["tsv", str(src), str(out), "--label-names", "0=neg,1=pos", "--labels", "pos,neg"])
+    (doc,) = DocBin().from_disk(out).get_docs(spacy.blank("en").vocab)
+    assert list(doc.cats.items()) == [("pos", 0.0), ("neg", 1.0)]
+    with pytest.raises(ValueError, match="E305.*'neg'"):
+        generator_data.convert("tsv", src, out, label_names={"0": "neg"}, labels=["pos", "other"])
+
+
 def _cached_kinds(nlp):
     from spacy_gptbert.models import inference_copy
 

@@ -36,7 +36,11 @@ def test_doc_vector_is_sentence_transformers_mean_pooling(minilm_dir):
     nlp = spacy.blank("en")
     nlp.add_pipe("bert_encoder")  # default: the packaged MiniLM by its hub name
     nlp.initialize()
-    texts = ["A truly wonderful film, full of surprises!", "the worst movie i have seen this year ."]
+    # the last three are cut differently by spaCy ("do" "n't", "gon" "na") and by
+    # WordPiece ("don" "'" "t", "gonna"): the model still reads them as WordPiece does
+    texts = ["A truly wonderful film, full of surprises!", "the worst movie i have seen this year .",
+             "I don't think it's worth $12.50, honestly.", "I'm gonna wanna see it!!! :-)",
+             'She said: "won\'t" -- then left.']
     tokenizer = AutoTokenizer.from_pretrained(minilm_dir)
     hf = AutoModel.from_pretrained(minilm_dir).eval()
     for text in texts:
@@ -109,7 +113,11 @@ def test_int8_keeps_the_outlier_layers_float(minilm_dir):
     int8_copy = quantize.quantized_copy(module)
     float_layers = {n for n, m in int8_copy.named_modules() if type(m) is nn.Linear}
     assert float_layers == {f"transformer.encoder.layer.{i}.output.dense" for i in range(3)}
-    texts = ["A truly wonderful film, full of surprises!", "the worst movie i have seen this year ."]
+    # the last three are cut differently by spaCy ("do" "n't", "gon" "na") and by
+    # WordPiece ("don" "'" "t", "gonna"): the model still reads them as WordPiece does
+    texts = ["A truly wonderful film, full of surprises!", "the worst movie i have seen this year .",
+             "I don't think it's worth $12.50, honestly.", "I'm gonna wanna see it!!! :-)",
+             'She said: "won\'t" -- then left.']
     int8_vectors = [doc.vector for doc in nlp.pipe(texts)]
     encoder.quantize = False
     for text, int8_vector in zip(texts, int8_vectors):

@@ -2,14 +2,16 @@
 
 This is the single torch <-> thinc crossing for the encoder. It reuses thinc's
 PyTorchWrapper forward and PyTorchShim (devices, mixed precision, grad scaling)
-and only supplies the two converters. Alignment between wordpieces and spaCy
-tokens comes from the fast tokenizer itself (`word_ids` with pre-split words),
-so no character-offset matching is needed.
+and only supplies the two converters. The model reads each Doc's text as it
+was pretrained to (the fast tokenizer on the text, not on spaCy's words, which
+would turn "don't" into "do n ' t"); the tokenizer's character offsets then
+align each wordpiece to every spaCy token it overlaps.
 """
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy
+from spacy.attrs import IDX, LENGTH
 from spacy.tokens import Doc
 from thinc.api import (
     ArgsKwargs, Model, PyTorchGradScaler, Ragged, get_torch_default_device, torch2xp, xp2torch,
@@ -184,25 +186,52 @@ class WindowPlan:
     wp_lengths: List[int]
 
 
-def tokenize_docs(tokenizer, docs: Sequence[Doc]) -> List[Tuple[List[int], List[Optional[int]]]]:
-    """Wordpiece ids and the spaCy token index of each wordpiece, per doc."""
-    words = [[t.text for t in doc] for doc in docs]
-    nonempty = [i for i, w in enumerate(words) if w]
-    result: List[Tuple[List[int], List[Optional[int]]]] = [([], []) for _ in docs]
+def tokenize_docs(tokenizer, docs: Sequence[Doc]) -> Tuple[List[List[int]], numpy.ndarray, numpy.ndarray]:
+    """Wordpiece ids of each doc's text, and (wordpiece, token) pairs that align
+    them to the docs' tokens, indexed over the whole batch (wordpieces and tokens
+    of all docs concatenated in order). The batch is aligned in one go: every
+    doc's characters are laid on one axis, a character apart, so one sorted
+    search serves all docs (per-doc numpy calls cost 3x the tokenizer)."""
+    ids: List[List[int]] = [[] for _ in docs]
+    empty = numpy.zeros((0,), dtype="int64")
+    nonempty = [i for i, doc in enumerate(docs) if doc.text.strip()]
     if not nonempty:
-        return result
+        return ids, empty, empty
     enc = tokenizer(
-        [words[i] for i in nonempty],
-        is_split_into_words=True,
+        [docs[i].text for i in nonempty],
         add_special_tokens=False,
         truncation=False,
+        return_offsets_mapping=True,
         return_attention_mask=False,
         return_token_type_ids=False,
         verbose=False,
     )
+    char_base = numpy.cumsum([0] + [len(doc.text) + 1 for doc in docs])
+    token_spans = [doc.to_array([IDX, LENGTH]).reshape(-1, 2).astype("int64") + (char_base[d], 0)
+                   for d, doc in enumerate(docs)]
+    wp_spans, wp_base = [], []
     for j, i in enumerate(nonempty):
-        result[i] = (enc["input_ids"][j], enc.word_ids(j))
-    return result
+        ids[i] = enc["input_ids"][j]
+        wp_spans.extend(enc["offset_mapping"][j])
+        wp_base.append(numpy.full((len(ids[i]),), char_base[i], dtype="int64"))
+    wp_spans = numpy.asarray(wp_spans, dtype="int64").reshape(-1, 2) + numpy.concatenate(wp_base)[:, None]
+    token_spans = numpy.concatenate(token_spans)
+    return (ids, *align_offsets(wp_spans[:, 0], wp_spans[:, 1], token_spans[:, 0], token_spans[:, 0] + token_spans[:, 1]))
+
+
+def align_offsets(wp_start, wp_end, token_start, token_end) -> Tuple[numpy.ndarray, numpy.ndarray]:
+    """(wordpiece, token) pairs for every token whose characters [start, end)
+    overlap a wordpiece's (tokens sorted, not overlapping). Where spaCy and the
+    model cut a word differently ("gonna": spaCy "gon" "na", WordPiece
+    "gonna"), both tokens get the piece."""
+    wp_end = numpy.maximum(wp_end, wp_start + 1)  # a zero-width piece still sits at a character
+    first = numpy.searchsorted(token_end, wp_start, side="right")  # first token ending after the piece starts
+    last = numpy.searchsorted(token_start, wp_end, side="left") - 1  # last token starting before it ends
+    counts = numpy.maximum(last - first + 1, 0)
+    align_wp = numpy.repeat(numpy.arange(len(wp_start), dtype="int64"), counts)
+    # token of each pair: first[wp] + its rank among that piece's pairs
+    rank = numpy.arange(int(counts.sum()), dtype="int64") - numpy.repeat(numpy.cumsum(counts) - counts, counts)
+    return align_wp, numpy.repeat(first, counts) + rank
 
 
 def window_starts(n: int, window: int, stride: int) -> List[int]:
@@ -274,10 +303,10 @@ def plan_windows(
     prefix = [tokenizer.cls_token_id] if tokenizer.cls_token_id is not None else []
     suffix = [tokenizer.sep_token_id] if tokenizer.sep_token_id is not None else []
     pad_id = tokenizer.pad_token_id or 0
-    pieces = tokenize_docs(tokenizer, docs)
+    pieces, align_wp, align_token = tokenize_docs(tokenizer, docs)
     # Every window of every doc: (doc index, start, end)
     windows: List[Tuple[int, int, int]] = []
-    wp_lengths = [len(ids) for ids, _ in pieces]
+    wp_lengths = [len(ids) for ids in pieces]
     n_windows_doc = []
     for d, n in enumerate(wp_lengths):
         starts = window_starts(n, window, stride)
@@ -305,7 +334,7 @@ def plan_windows(
         mask = numpy.zeros((len(chunk), max_len), dtype="int64")
         for row, k in enumerate(chunk):
             d, s, e = windows[k]
-            seq = prefix + list(pieces[d][0][s:e]) + suffix
+            seq = prefix + list(pieces[d][s:e]) + suffix
             ids[row, : len(seq)] = seq
             mask[row, : len(seq)] = 1
             pos_window.append(numpy.full((len(seq),), wid, dtype="int64"))
@@ -319,26 +348,20 @@ def plan_windows(
             offset += len(seq)
             wid += 1
         arrays.append((ids, mask))
-    n_tokens_doc = [len(doc) for doc in docs]
-    tok_offsets = numpy.concatenate([[0], numpy.cumsum(n_tokens_doc)]).astype("int64")
-    n_tokens = int(tok_offsets[-1])
-    wp_token = numpy.full((n_wordpieces,), n_tokens, dtype="int64")
-    for d, (_, word_ids) in enumerate(pieces):
-        if word_ids:
-            w = numpy.array([-1 if x is None else x for x in word_ids], dtype="int64")
-            ok = w >= 0
-            wp_token[wp_offsets[d] : wp_offsets[d + 1]][ok] = w[ok] + tok_offsets[d]
-    counts = numpy.bincount(wp_token, minlength=n_tokens + 1).astype("float32")
-    wp_token_scale = numpy.where(wp_token < n_tokens, 1.0 / numpy.maximum(counts[wp_token], 1), 0.0)
+    n_tokens = sum(len(doc) for doc in docs)
     cat = lambda xs, dtype: numpy.concatenate(xs).astype(dtype) if xs else numpy.zeros((0,), dtype=dtype)
+    # a token's vector is the mean of the wordpieces aligned to it
+    per_token = numpy.bincount(align_token, minlength=n_tokens).astype("float32")
+    align_scale = 1.0 / per_token[align_token] if len(align_token) else numpy.zeros((0,), dtype="float32")
     index = {
         "pos_window": cat(pos_window, "int64"),
         "pos_scale": cat(pos_scale, "float32"),
         "content_pos": cat(content_pos, "int64"),
         "content_wp": cat(content_wp, "int64"),
         "content_scale": cat(content_scale, "float32"),
-        "wp_token": wp_token,
-        "wp_token_scale": wp_token_scale.astype("float32"),
+        "align_wp": align_wp,
+        "align_token": align_token,
+        "align_scale": align_scale.astype("float32"),
         "window_doc": numpy.asarray(window_doc, dtype="int64"),
         "window_scale": numpy.asarray(window_scale, dtype="float32"),
     }

@@ -138,17 +138,13 @@ def _auto_tokenizer(path: Path, trust_remote_code: bool, **kwargs):
         raise OSError(Errors.E005.format(path=path, err=_short(err))) from None
 
 
-def load_tokenizer(path: Path, trust_remote_code: bool = False, pretokenized: bool = False):
-    """The fast tokenizer in `path`, checked on a probe text. pretokenized: it
-    will get spaCy's words (is_split_into_words), as the encoders do."""
+def load_tokenizer(path: Path, trust_remote_code: bool = False, offsets: bool = False):
+    """The fast tokenizer in `path`, checked on a probe text. offsets: it must
+    give character offsets, which the encoders align wordpieces to tokens by."""
     tokenizer = _auto_tokenizer(path, trust_remote_code)
     if not getattr(tokenizer, "is_fast", False):
         raise OSError(Errors.E005.format(path=path, err="only a slow (Python) tokenizer is available"))
-    if pretokenized and getattr(tokenizer, "add_prefix_space", None) is False:
-        # Byte-level BPE (RoBERTa family) accepts pre-split words only with a
-        # prefix space, which is also how a word inside a sentence is encoded.
-        tokenizer = _auto_tokenizer(path, trust_remote_code, add_prefix_space=True)
-    check_tokenizer_works(path, tokenizer, pretokenized)
+    check_tokenizer_works(path, tokenizer, offsets)
     return tokenizer
 
 
@@ -157,11 +153,9 @@ def load_tokenizer(path: Path, trust_remote_code: bool = False, pretokenized: bo
 PROBE_WORDS = ["Probe", "text", "ünïcödé", "日本語", "😀", "12345", "?!"]
 
 
-def check_tokenizer_works(path: Path, tokenizer, pretokenized: bool) -> None:
+def check_tokenizer_works(path: Path, tokenizer, offsets: bool) -> None:
     try:
-        tokenizer([" ".join(PROBE_WORDS)])
-        if pretokenized:
-            tokenizer([PROBE_WORDS], is_split_into_words=True)
+        tokenizer([" ".join(PROBE_WORDS)], return_offsets_mapping=offsets)
     except Exception as err:
         raise OSError(Errors.E005.format(path=path, err=_short(err))) from None
 
@@ -200,7 +194,7 @@ def load_pretrained(
     if config.get("auto_map") and not trust_remote_code:
         raise ValueError(Errors.E008.format(name=name))
     check_weights(path)
-    tokenizer = load_tokenizer(path, trust_remote_code, pretokenized=expect in ("encoder", "seq_cls"))
+    tokenizer = load_tokenizer(path, trust_remote_code, offsets=expect in ("encoder", "seq_cls"))
     cls = getattr(transformers, auto_class)
     try:
         with _quiet_transformers():

@@ -26,8 +26,9 @@ class WindowedEncoder(nn.Module):
         content_pos: torch.Tensor,
         content_wp: torch.Tensor,
         content_scale: torch.Tensor,
-        wp_token: torch.Tensor,
-        wp_token_scale: torch.Tensor,
+        align_wp: torch.Tensor,
+        align_token: torch.Tensor,
+        align_scale: torch.Tensor,
         window_doc: torch.Tensor,
         window_scale: torch.Tensor,
         n_wordpieces: int,
@@ -45,9 +46,9 @@ class WindowedEncoder(nn.Module):
         content_pos (C,), content_wp (C,), content_scale (C,): which real
             positions are content wordpieces, their doc-level wordpiece index and
             1 / number of windows covering that wordpiece (strided overlap).
-        wp_token (W,), wp_token_scale (W,): the token each wordpiece belongs
-            to and 1 / wordpieces of that token; a wordpiece attached to no token
-            points at row n_tokens with scale 0.
+        align_wp (A,), align_token (A,), align_scale (A,): wordpiece-token
+            pairs, one per overlap (a wordpiece may cover two tokens and a
+            token several wordpieces), and 1 / wordpieces aligned to that token.
         window_doc (N,), window_scale (N,): doc of each window, 1 / its windows.
         Returns tokens (n_tokens, d), cls (n_docs, d), mean (n_docs, d) and, if
         asked, wordpieces (n_wordpieces, d). With return_tokens=False the
@@ -60,15 +61,15 @@ class WindowedEncoder(nn.Module):
         windows' hidden states at once.
         """
         if torch.is_grad_enabled():
-            return self._forward(chunks, content_pos, content_wp, content_scale, wp_token, wp_token_scale,
+            return self._forward(chunks, content_pos, content_wp, content_scale, align_wp, align_token, align_scale,
                                  window_doc, window_scale, n_wordpieces, n_tokens, n_docs,
                                  return_wordpieces, return_tokens)
         with torch.inference_mode():
-            return self._forward(chunks, content_pos, content_wp, content_scale, wp_token, wp_token_scale,
+            return self._forward(chunks, content_pos, content_wp, content_scale, align_wp, align_token, align_scale,
                                  window_doc, window_scale, n_wordpieces, n_tokens, n_docs,
                                  return_wordpieces, return_tokens)
 
-    def _forward(self, chunks, content_pos, content_wp, content_scale, wp_token, wp_token_scale,
+    def _forward(self, chunks, content_pos, content_wp, content_scale, align_wp, align_token, align_scale,
                  window_doc, window_scale, n_wordpieces, n_tokens, n_docs, return_wordpieces, return_tokens):
         width = int(self.transformer.config.hidden_size)
         need_wordpieces = return_wordpieces or return_tokens
@@ -107,8 +108,7 @@ class WindowedEncoder(nn.Module):
         cls = _scatter_mean(window_cls, window_doc, window_scale, n_docs, width)
         mean = _scatter_mean(window_mean, window_doc, window_scale, n_docs, width)
         if return_tokens:
-            # Unaligned wordpieces point at a spare row n_tokens (scale 0), cut off here.
-            tokens = _scatter_mean(wordpieces, wp_token, wp_token_scale, n_tokens + 1, width)[:n_tokens]
+            tokens = _scatter_mean(wordpieces.index_select(0, align_wp), align_token, align_scale, n_tokens, width)
         else:
             tokens = wordpieces.new_zeros((1, width)).expand(n_tokens, width)
         outputs = (tokens, cls, mean)

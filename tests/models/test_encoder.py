@@ -5,7 +5,9 @@ import torch
 from numpy.testing import assert_allclose
 
 from spacy_gptbert.models.architectures import build_encoder
-from spacy_gptbert.models.encoder import LENGTH_MULTIPLE, get_hf_parts, plan_windows, split_sorted, window_starts
+from spacy_gptbert.models.encoder import (
+    LENGTH_MULTIPLE, align_offsets, get_hf_parts, plan_windows, split_sorted, window_starts,
+)
 
 
 @pytest.mark.parametrize("n,window,stride", [(0, 8, 4), (5, 8, 4), (8, 8, 8), (9, 8, 4), (100, 30, 10), (101, 30, 30)])
@@ -16,6 +18,38 @@ def test_windows_cover_every_wordpiece(n, window, stride):
         assert 0 <= s and (s + window <= n or s == 0)
         covered[s : s + window] += 1
     assert (covered >= 1).all()
+
+
+def test_align_offsets_by_hand():
+    """Pairs (wordpiece, token) for every character overlap: spaCy's "gon" "na"
+    share the one piece "gonna"; "do" "n't" against pieces "don" "'" "t"; the
+    whitespace token gets no piece."""
+    nlp = spacy.blank("en")
+    doc = nlp("I don't  gonna")  # tokens: I, do, n't, " ", gon, na
+    assert [t.text for t in doc] == ["I", "do", "n't", " ", "gon", "na"]
+    offsets = numpy.array([[0, 1], [2, 5], [5, 6], [6, 7], [9, 14]])  # I, don, ', t, gonna
+    starts = numpy.array([t.idx for t in doc])
+    align_wp, align_token = align_offsets(offsets[:, 0], offsets[:, 1], starts, starts + [len(t) for t in doc])
+    assert list(zip(align_wp.tolist(), align_token.tolist())) == [(0, 0), (1, 1), (1, 2), (2, 2), (3, 2), (4, 4), (4, 5)]
+
+
+def test_plan_aligns_a_batch_as_each_doc_alone(tiny_bert):
+    """Docs are aligned together on one character axis: each doc's pairs are
+    the ones it gets alone, shifted by the wordpieces and tokens before it
+    (empty and whitespace-only docs in between have none)."""
+    nlp = spacy.blank("en")
+    tokenizer = get_hf_parts(_encoder(tiny_bert))[1]
+    docs = [nlp(t) for t in ["I don't know", "", "  ", "gonna see it", "a"]]
+    batch = plan_windows(tokenizer, docs, window=16, stride=8, max_batch_tokens=64)
+    wp_base = tok_base = 0
+    for doc in docs:
+        alone = plan_windows(tokenizer, [doc], window=16, stride=8, max_batch_tokens=64)
+        in_batch = (batch.index["align_token"] >= tok_base) & (batch.index["align_token"] < tok_base + len(doc))
+        assert (batch.index["align_wp"][in_batch] - wp_base).tolist() == alone.index["align_wp"].tolist()
+        assert (batch.index["align_token"][in_batch] - tok_base).tolist() == alone.index["align_token"].tolist()
+        assert_allclose(batch.index["align_scale"][in_batch], alone.index["align_scale"])
+        wp_base, tok_base = wp_base + alone.n_wordpieces, tok_base + len(doc)
+    assert batch.n_wordpieces == wp_base and batch.n_tokens == tok_base
 
 
 def _encoder(name, **kwargs):
@@ -36,16 +70,19 @@ def test_single_window_matches_hugging_face(tiny_bert):
     nlp = spacy.blank("en")
     model = _encoder(tiny_bert)
     hf_model, tokenizer = get_hf_parts(model)
-    doc = nlp("A good movie with unbelievably great actors")
+    # spaCy cuts "don't" into "do" "n't" and "gonna" into "gon" "na"; the model
+    # reads the text as it was pretrained to, and each token gets the mean of
+    # the wordpieces that overlap its characters.
+    doc = nlp("A good movie, don't miss it: gonna be unbelievably great")
     out = model.predict([doc])
-    enc = tokenizer([t.text for t in doc], is_split_into_words=True, add_special_tokens=False)
+    enc = tokenizer(doc.text, add_special_tokens=False, return_offsets_mapping=True)
     hidden = _reference(hf_model, tokenizer, enc["input_ids"])
-    word_ids = enc.word_ids()
     tokens = out.doc_tokens()[0]
     assert tokens.shape == (len(doc), model.get_dim("nO"))
-    for i in range(len(doc)):
-        rows = [j + 1 for j, w in enumerate(word_ids) if w == i]
-        assert_allclose(tokens[i], hidden[rows].mean(axis=0), atol=1e-5)
+    for token in doc:
+        rows = [j + 1 for j, (s, e) in enumerate(enc["offset_mapping"]) if s < token.idx + len(token) and e > token.idx]
+        assert rows, token.text
+        assert_allclose(tokens[token.i], hidden[rows].mean(axis=0), atol=1e-5)
     assert_allclose(out.cls[0], hidden[0], atol=1e-5)
     assert_allclose(out.mean[0], hidden.mean(axis=0), atol=1e-5)
 
@@ -60,7 +97,7 @@ def test_strided_windows_average_overlaps(tiny_bert):
     model.attrs["return_wordpieces"] = True
     doc = nlp(" ".join(["the plot is great fun and i loved every minute"] * 3))
     out = model.predict([doc])
-    ids = tokenizer([t.text for t in doc], is_split_into_words=True, add_special_tokens=False)["input_ids"]
+    ids = tokenizer(doc.text, add_special_tokens=False)["input_ids"]
     n = len(ids)
     total = numpy.zeros((n, model.get_dim("nO")))
     count = numpy.zeros(n)

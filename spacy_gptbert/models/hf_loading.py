@@ -246,3 +246,14 @@ def save_pretrained(model, tokenizer, path: Union[str, Path]) -> None:
     path.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(path), safe_serialization=True)
     tokenizer.save_pretrained(str(path))
+    _honour_umask(path.glob("*.safetensors"))
+
+
+def _honour_umask(files) -> None:
+    """safetensors creates its files 0600, whatever the umask: a pipeline saved
+    or packaged by one user would then be unreadable to the user who serves it.
+    Give them the mode every other file of the directory gets."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for file in files:
+        os.chmod(file, 0o666 & ~umask)

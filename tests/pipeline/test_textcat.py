@@ -148,7 +148,9 @@ def test_overfit_save_load_and_pipe(tiny_bert, tmp_path):
     for a, b in zip(docs, piped):
         assert a.cats == pytest.approx(b.cats, abs=1e-6)
     nlp.to_disk(tmp_path / "pipe")
-    assert (tmp_path / "pipe" / "bert_textcat" / "hf_0" / "model.safetensors").exists()
+    hf_dir = tmp_path / "pipe" / "bert_textcat" / "hf_0"
+    # the weights get the umask's mode like every other file (safetensors alone would write 0600)
+    assert (hf_dir / "model.safetensors").stat().st_mode & 0o777 == (hf_dir / "config.json").stat().st_mode & 0o777
     assert not list((tmp_path / "pipe" / "bert_textcat").rglob("*.bin"))  # no pickles
     nlp2 = spacy.load(tmp_path / "pipe")
     for a, b in zip(docs, nlp2.pipe(texts)):

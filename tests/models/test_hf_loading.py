@@ -19,7 +19,27 @@ def test_local_directory_resolves_first(tiny_bert):
 def test_missing_directory_names_where_it_looked(tmp_path):
     with pytest.raises(OSError, match="E001") as err:
         resolve_model_dir(str(tmp_path / "nope"))
-    assert "nope" in str(err.value)
+    # a path gets a path's fix, not the hub's or a package's
+    message = str(err.value)
+    assert "nope" in message and "check the path" in message
+    assert "pip install" not in message and "HF_HUB_OFFLINE" not in message
+
+
+def test_failed_hub_lookup_says_why(monkeypatch):
+    """With the hub allowed, E001 names the hub's error instead of telling the
+    user to unset an HF_HUB_OFFLINE they never set."""
+    import huggingface_hub
+
+    def refuse(*args, **kwargs):
+        raise huggingface_hub.errors.RepositoryNotFoundError("404 Client Error: Repository Not Found")
+
+    monkeypatch.setattr(hf_loading, "_hub_offline", lambda: False)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", refuse)
+    with pytest.raises(OSError, match="E001") as err:
+        resolve_model_dir("some-org/not-a-model-here")
+    message = str(err.value)
+    assert "RepositoryNotFoundError: 404 Client Error" in message and "huggingface-cli login" in message
+    assert "HF_HUB_OFFLINE" not in message and "pip install" not in message
 
 
 def test_unknown_hub_name_offline_fails_fast_with_options():
@@ -54,6 +74,21 @@ def test_loads_shared_tiny_bert():
 def test_not_a_bert_is_refused():
     with pytest.raises(ValueError, match="E006"):
         load_pretrained(HF_TINY / "tiny_gpt2", "AutoModel", expect="encoder")
+
+
+def test_bert_lm_head_is_refused_as_a_generator(tmp_path):
+    """BertLMHeadModel is a causal LM to transformers, but its tokenizer has no
+    end-of-text token to start or end a generation: E011 at load, not a
+    TypeError at the first doc."""
+    from transformers import BertConfig, BertLMHeadModel
+
+    bert = tmp_path / "bert_lm"
+    config = BertConfig.from_pretrained(HF_TINY / "bert_tiniest", is_decoder=True)
+    BertLMHeadModel(config).save_pretrained(bert, safe_serialization=True)
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"):
+        shutil.copy(HF_TINY / "bert_tiniest" / name, bert / name)
+    with pytest.raises(ValueError, match="E011"):
+        load_pretrained(bert, "AutoModelForCausalLM", expect="causal_lm")
 
 
 def test_bare_gpt2_is_not_a_causal_lm():

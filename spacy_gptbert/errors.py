@@ -24,7 +24,12 @@ class Warnings(metaclass=ErrorsWithCodes):
             "shorten the prompt template.")
     W002 = ("Label '{label}' occurs in the data passed to {name} but not in its "
             "labels {labels}; it is ignored in the loss. Add it to the training data "
-            "or to the component's labels before initialize.")
+            "or to the component's labels before initialize (a fine-tuned classifier's "
+            "labels are its id2label: relabel the data to those names instead).")
+    W004 = ("The model '{path}' is a fine-tuned sequence classifier ({architectures}); "
+            "spacy-gptbert.BertTextCat.v1 keeps only its encoder and trains a new head "
+            "on the labels of the data. To keep its head and labels (and train them "
+            "further) use spacy-gptbert.HFSequenceClassifier.v1.")
     W003 = ("mixed_precision = true asks for bf16 autocast on the CPU, but this CPU "
             "has no bf16 instructions (AVX512-BF16 or AMX): torch would emulate bf16, "
             "which is slower than float32 (about 2x per MiniLM training step on an Ice Lake "
@@ -105,6 +110,11 @@ class Errors(metaclass=ErrorsWithCodes):
     E112 = ("The labels given to '{name}' ({given}) differ from the labels of the "
             "fine-tuned classification model ({model_labels}). Leave labels empty "
             "to use the model's id2label, or fine-tune a new head.")
+    E117 = ("The {where} has labels {unknown} that the fine-tuned classifier in "
+            "'{name}' does not have: its head predicts {model_labels} (its id2label). "
+            "Relabel the data to those names (for example `convert --label-names "
+            "0=NEGATIVE,1=POSITIVE`), or train a new head on the model's encoder with "
+            "spacy-gptbert.BertTextCat.v1.")
     E113 = ("Labels must be non-empty strings, got {label!r}.")
     E114 = ("The encoder model is not initialized: its width is unknown. "
             "Call nlp.initialize() first.")

@@ -9,6 +9,7 @@ align each wordpiece to every spaCy token it overlaps.
 """
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
+from warnings import warn
 
 import numpy
 from spacy.attrs import IDX, LENGTH
@@ -19,7 +20,7 @@ from thinc.api import (
 from thinc.layers.pytorchwrapper import forward as pytorch_forward
 from thinc.types import Floats2d
 
-from ..errors import Errors
+from ..errors import Errors, Warnings
 from .hf_loading import load_pretrained
 from .shim import AveragingPyTorchShim, cpu_bf16
 
@@ -115,15 +116,20 @@ def init_windowed_model(model: Model, X=None, Y=None) -> None:
     """Load the pretrained weights (never in the constructor)."""
     if model.shims:
         return
-    load_into(model, model.attrs["name"])
+    config = load_into(model, model.attrs["name"])
+    heads = [a for a in getattr(config, "architectures", None) or [] if a.endswith("ForSequenceClassification")]
+    if model.attrs["kind"] == "encoder" and heads:  # a fine-tuned head would be dropped without a word
+        warn(Warnings.W004.format(path=model.attrs["name"], architectures=", ".join(heads)))
 
 
-def load_into(model: Model, name_or_path) -> None:
+def load_into(model: Model, name_or_path):
+    """Load the Hugging Face model into `model`; returns its config."""
     kind = model.attrs["kind"]
     hf_model, tokenizer, _ = load_pretrained(
         name_or_path, AUTO_CLASSES[kind], trust_remote_code=model.attrs["trust_remote_code"], expect=kind
     )
     attach_transformer(model, hf_model, tokenizer)
+    return hf_model.config
 
 
 def attach_transformer(model: Model, hf_model, tokenizer) -> None:

@@ -302,6 +302,8 @@ class BertTextCategorizer(HFSerializationMixin, TrainablePipe):
                                                     model_labels=model_labels))
             self.cfg["labels"] = list(model_labels)
         collect = model_labels is None and not self.labels  # else the label set is fixed
+        if model_labels is not None:  # the head cannot learn a label it has no output for
+            self._check_model_knows(examples, model_labels, "training data")
         for eg in examples:  # validate every example before any training step
             self._check_cats(eg.reference.cats)
             if collect:
@@ -309,14 +311,23 @@ class BertTextCategorizer(HFSerializationMixin, TrainablePipe):
                     self.add_label(label)
         if not self.labels:
             raise ValueError(Errors.E106.format(name=self.name))
-        self._check_dev_data(nlp)
+        self._check_dev_data(nlp, model_labels)
         sample = [eg.x for eg in examples[:10]]
         self.model.initialize(X=sample, Y=self.model.ops.alloc2f(len(sample), len(self.labels)))
 
-    def _check_dev_data(self, nlp: Optional[Language]) -> None:
+    def _check_model_knows(self, examples: List[Example], model_labels: List[str], where: str) -> None:
+        unknown = sorted({label for eg in examples for label in eg.reference.cats} - set(model_labels))
+        if unknown:
+            raise ValueError(Errors.E117.format(where=where, unknown=unknown, name=self.name, model_labels=model_labels))
+
+    def _check_dev_data(self, nlp: Optional[Language], model_labels: Optional[List[str]]) -> None:
         """The dev corpus `spacy train` will evaluate on, checked now (E110,
         E107, E108) rather than at the first evaluation, hours into training."""
-        for eg in _dev_examples(nlp):
+        dev = _dev_examples(nlp)
+        if model_labels is not None:
+            dev = list(dev)
+            self._check_model_knows(dev, model_labels, "evaluation data")
+        for eg in dev:
             self._check_cats(eg.reference.cats)
             for label in eg.reference.cats:
                 if label not in self.labels:

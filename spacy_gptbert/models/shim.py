@@ -18,7 +18,7 @@ as in-place multi-tensor torch ops on the parameters' own device (see
 `torch_adam_step`); any other optimizer takes thinc's path unchanged.
 """
 import contextlib
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Tuple
 
 import torch
 from thinc.api import Optimizer, PyTorchShim, xp2torch
@@ -133,18 +133,18 @@ def _adam_group(optimizer: Optimizer, nr_upd: int, group) -> None:
         decay = min((1.0 + nr_upd) / (10.0 + nr_upd), 0.9999)
         # Started at the weights, not at zeros (as thinc does): from zeros the
         # first evaluation of a fine-tuned model sees 0.82x its weights.
-        averages = [_state(optimizer.averages, key, w, start=w) for key, w in zip(keys, weights)]
+        averages = [_state(optimizer.averages, key, w, from_weight=True) for key, w in zip(keys, weights)]
         torch._foreach_lerp_(averages, weights, 1.0 - decay)
 
 
-def _state(store: dict, key, weight: torch.Tensor, start: Optional[torch.Tensor] = None) -> torch.Tensor:
+def _state(store: dict, key, weight: torch.Tensor, from_weight: bool = False) -> torch.Tensor:
     """The optimizer's state tensor for key, shaped and placed like weight:
-    zeros (or a float32 copy of `start`) the first time, converted once if
+    zeros (or a float32 copy of the weight) the first time, converted once if
     thinc's own path left an array (1-D for the moments) there."""
     value = store.get(key)
     if not isinstance(value, torch.Tensor):
         if value is None:
-            value = torch.zeros_like(weight, dtype=torch.float32) if start is None else start.detach().float().clone()
+            value = weight.detach().float().clone() if from_weight else torch.zeros_like(weight, dtype=torch.float32)
         else:
             value = xp2torch(value, device=weight.device).reshape(weight.shape).float()
         store[key] = value

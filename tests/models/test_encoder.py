@@ -204,3 +204,29 @@ def test_gradients_reach_the_transformer(tiny_bert):
     hf_model, _ = get_hf_parts(model)
     grads = [p.grad for p in hf_model.parameters() if p.grad is not None]
     assert grads and any(float(g.abs().sum()) > 0 for g in grads)
+
+
+def test_two_forward_passes_in_flight_keep_their_own_wordpiece_lengths(tiny_bert, monkeypatch):
+    """A second forward pass that starts while the first is inside torch (a
+    thread, or a listener's component and its encoder) must not hand the
+    first its wordpiece lengths: each pass gets exactly the rows it gets alone."""
+    nlp = spacy.blank("en")
+    model = _encoder(tiny_bert)
+    model.attrs["return_wordpieces"] = True
+    first, second = [nlp("a good movie with great actors")], [nlp("bad"), nlp("i hated it")]
+    alone = [model.predict(first).wordpieces, model.predict(second).wordpieces]
+    shim_type = type(model.shims[0])
+    shim_call = shim_type.__call__
+    nested = []
+
+    def call_with_a_second_pass_in_flight(shim, inputs, is_train):
+        if not nested:
+            nested.append(None)  # only the outer call starts a nested pass
+            nested[0] = model.predict(second).wordpieces
+        return shim_call(shim, inputs, is_train)
+
+    monkeypatch.setattr(shim_type, "__call__", call_with_a_second_pass_in_flight)
+    outer = model.predict(first).wordpieces
+    for got, want in zip([outer, nested[0]], alone):
+        assert got.lengths.tolist() == want.lengths.tolist()
+        assert_allclose(got.dataXd, want.dataXd, atol=1e-6)

@@ -160,6 +160,16 @@ class Errors(metaclass=ErrorsWithCodes):
     E305 = ("The data has labels that --labels leaves out: {unknown} (--labels: "
             "{labels}). Add them to --labels, or leave --labels out to take the "
             "labels from the data.")
+    # apply: pipelines, records and conversion options (E306-E319)
+    E306 = ("The output '{output}' was started with another pipeline: '{before_path}' "
+            "(sha256 {before}) then, '{path}' (sha256 {now}) now. Its config or weights "
+            "differ, and resuming would mix the outputs of two models. To resume, rerun "
+            "with the pipeline the output was started with; to start over with this "
+            "pipeline, add --overwrite (it deletes the finished parts) or pass a new output "
+            "directory.")
+    E307 = ("The pipeline '{pipeline}' is neither a directory nor an installed "
+            "pipeline package. Pass the directory of a saved pipeline (e.g. "
+            "training/model-best) or the name of a package installed with pip.")
     # project workflows and continued MLM pretraining (E320-E349)
     E320 = ("'{path}' holds no texts for masked-LM pretraining. Give a .spacy "
             "file, a TSV with a 'sentence' column, or a text file with one text per line.")

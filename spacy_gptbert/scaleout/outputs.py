@@ -1,7 +1,7 @@
 """Output records, atomic part files and the run manifest.
 
 Layout of OUTPUT (a directory):
-    manifest.json                    the plan: inputs (size, mtime), settings, parts
+    manifest.json                    the plan: inputs (size, mtime), settings, pipeline (sha256), parts
     00000-<shard>-<hash>.00000.jsonl one file per finished part, names sort in input order
     .<part>.<random>.tmp             a part being written (never read; removed on the next run)
 
@@ -93,13 +93,15 @@ def write_atomic(path: Path, data: bytes) -> None:
 
 # --- manifest -----------------------------------------------------------------
 
-def make_manifest(shards: List[Shard], counts: List[int], parts: List[Part], fingerprint: Dict) -> Dict:
+def make_manifest(shards: List[Shard], counts: List[int], parts: List[Part], fingerprint: Dict,
+                  pipeline: Dict[str, str]) -> Dict:
+    """pipeline: its directory and sha256 (fingerprint.describe_pipeline)."""
     inputs = []
     for shard, n in zip(shards, counts):
         stat = os.stat(shard.path)
         inputs.append({"key": shard.key, "path": shard.path, "kind": shard.kind, "size": stat.st_size,
                        "mtime_ns": stat.st_mtime_ns, "n_records": n})
-    return {"format": MANIFEST_FORMAT, "settings": fingerprint, "inputs": inputs,
+    return {"format": MANIFEST_FORMAT, "settings": fingerprint, "pipeline": pipeline, "inputs": inputs,
             "parts": [p.to_dict() for p in parts], "n_records": sum(counts), "complete": False}
 
 
@@ -117,11 +119,17 @@ def write_manifest(output: Path, manifest: Dict) -> None:
     write_atomic(output / MANIFEST, json.dumps(manifest, indent=1).encode("utf8"))
 
 
-def check_manifest(output: Path, manifest: Dict, shards: List[Shard], fingerprint: Dict) -> None:
-    """A resumed run must read the same inputs with the same settings, or the
-    finished parts would not be parts of this run's output."""
+def check_manifest(output: Path, manifest: Dict, shards: List[Shard], fingerprint: Dict,
+                   pipeline: Dict[str, str]) -> None:
+    """A resumed run must read the same inputs with the same settings and the
+    same pipeline (config and weights), or the finished parts would not be
+    parts of this run's output."""
     if manifest.get("format") != MANIFEST_FORMAT:
         raise ValueError(Errors.E353.format(path=output, why=f"unknown manifest format {manifest.get('format')!r}"))
+    before = manifest.get("pipeline") or {"path": "unknown", "sha256": "not recorded"}
+    if before["sha256"] != pipeline["sha256"]:
+        raise ValueError(Errors.E306.format(output=output, before_path=before["path"], before=before["sha256"],
+                                            path=pipeline["path"], now=pipeline["sha256"]))
     if manifest["settings"] != fingerprint:
         changed = sorted(k for k in set(fingerprint) | set(manifest["settings"])
                          if fingerprint.get(k) != manifest["settings"].get(k))

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Union
 
 from ..errors import Errors
+from .fingerprint import describe_pipeline
 from .inputs import Part, find_shards, plan_parts
 from .outputs import (check_manifest, finished, make_manifest, prepare_output, read_manifest,
                       write_manifest)
@@ -48,6 +49,7 @@ def apply(input_path: Union[str, Path], output: Union[str, Path], settings: Appl
     start = time.perf_counter()
     output = Path(output).resolve()
     settings = _absolute_paths(settings)
+    pipeline = describe_pipeline(settings.pipeline)  # E307 before the output is touched
     prepare_output(output, overwrite)
     shards = find_shards(input_path)
     fingerprint = settings.fingerprint()
@@ -58,11 +60,11 @@ def apply(input_path: Union[str, Path], output: Union[str, Path], settings: Appl
             n, shard_parts = plan_parts(shard, settings.part_size)
             counts.append(n)
             parts.extend(shard_parts)
-        manifest = make_manifest(shards, counts, parts, fingerprint)
+        manifest = make_manifest(shards, counts, parts, fingerprint, pipeline)
         write_manifest(output, manifest)
     else:
         # The plan of the first run is kept: same inputs, same parts, same names.
-        check_manifest(output, manifest, shards, fingerprint)
+        check_manifest(output, manifest, shards, fingerprint, pipeline)
         parts = [Part.from_dict(d) for d in manifest["parts"]]
     done = finished(output, parts, settings.output_format)
     pending = [p for p, d in zip(parts, done) if not d]

@@ -34,6 +34,7 @@ class ApplySettings:
 
     def fingerprint(self) -> Dict[str, Any]:
         """The settings that decide what the output records are; a resumed run
-        must match them. Batch size, threads and backend may change between runs."""
-        return {"pipeline": self.pipeline, "output_format": self.output_format, "text_key": self.text_key,
+        must match them. Batch size, threads and backend may change between runs.
+        The pipeline is matched by its content (fingerprint.py), not its path."""
+        return {"output_format": self.output_format, "text_key": self.text_key,
                 "id_key": self.id_key, "vectors": self.vectors, "part_size": self.part_size}

@@ -84,10 +84,15 @@ class Errors(metaclass=ErrorsWithCodes):
             "0 < stride <= window <= {max_window} (the model's positions minus the "
             "special tokens).")
     E103 = ("Unknown pooling '{pooling}'. Use one of: {options}.")
-    E104 = ("The listener in '{name}' expects encoder outputs for this batch but "
-            "none were received. Put the upstream '{upstream}' component before "
-            "'{name}' in the pipeline and keep it out of 'frozen_components' "
-            "unless it is also in 'annotating_components'.")
+    E104 = ("The listener in '{name}' got no output of '{upstream}' for this "
+            "training batch, and the docs carry no annotations of it: '{upstream}' "
+            "did not run in this update (it is frozen or excluded) and does not "
+            "annotate, so '{name}' would train on zeros. (Each output the encoder "
+            "hands its listeners serves one update.) Either train '{upstream}' too: "
+            "take it out of [training] frozen_components (or out of nlp.update's "
+            "exclude); or keep it frozen and also list it in [training] "
+            "annotating_components (nlp.update(..., annotates=[\"{upstream}\"])), so "
+            "it writes the annotations '{name}' then reads.")
     E105 = ("The listener received outputs for a different batch ({id1} vs "
             "{id2}). Train the upstream encoder and its listeners in the same "
             "nlp.update call.")

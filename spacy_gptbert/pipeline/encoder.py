@@ -93,6 +93,7 @@ class BertEncoder(HFSerializationMixin, TrainablePipe):
         return list(self.listener_map.keys())
 
     def add_listener(self, listener: EncoderListener, component_name: str) -> None:
+        listener.component_name, listener.upstream_component = component_name, self.name
         self.listener_map.setdefault(component_name, [])
         if listener not in self.listener_map[component_name]:
             self.listener_map[component_name].append(listener)

@@ -121,6 +121,65 @@ def test_listening_textcat_trains_the_shared_encoder(tiny_bert, tmp_path):
         assert loaded(text).cats == pytest.approx(nlp(text).cats, abs=1e-5)
 
 
+def _cats_examples(nlp, data=(("a good movie", "POS"), ("a bad film", "NEG"))):
+    return [Example.from_dict(nlp.make_doc(t), {"cats": {"POS": float(y == "POS"), "NEG": float(y == "NEG")}})
+            for t, y in data]
+
+
+def test_listener_refuses_to_train_on_zeros_when_the_encoder_is_excluded(tiny_bert):
+    """What [training] frozen_components = ["bert_encoder"] does without
+    annotating_components: the encoder neither runs nor annotates, and the
+    head would learn from zeros (spaCy's Tok2VecListener raises here too)."""
+    nlp = _listener_textcat_nlp(tiny_bert)
+    egs = _cats_examples(nlp)
+    optimizer = nlp.initialize(lambda: egs)
+    with pytest.raises(ValueError, match=r"E104.*'bert_textcat'.*'bert_encoder'.*annotating_components"):
+        nlp.update(egs, sgd=optimizer, exclude=["bert_encoder"])
+
+
+def test_frozen_annotating_encoder_feeds_its_listener_what_it_wrote(tiny_bert):
+    """E104's advice works: a frozen encoder listed in annotates writes its
+    outputs on the docs, the listener trains the head on exactly those, and
+    the encoder's weights stay as they were."""
+    nlp = _listener_textcat_nlp(tiny_bert)
+    egs = _cats_examples(nlp)
+    optimizer = nlp.initialize(lambda: egs)
+    encoder = nlp.get_pipe("bert_encoder")
+    before = [p.detach().clone() for p in encoder.model.shims[0]._model.parameters()]
+    losses = [nlp.update(egs, sgd=optimizer, exclude=["bert_encoder"], annotates=["bert_encoder"])["bert_textcat"]
+              for _ in range(3)]
+    assert losses[-1] < losses[0]
+    assert all(torch_equal(a, b) for a, b in zip(before, encoder.model.shims[0]._model.parameters()))
+    listener = encoder.listeners[0]
+    docs = [encoder(nlp.make_doc(eg.text)) for eg in egs]
+    Y, _ = listener(docs, is_train=True)
+    assert_allclose(Y, numpy.stack([doc._.bert_pooled["mean"] for doc in docs]))
+
+
+def torch_equal(a, b) -> bool:
+    return bool((a == b).all())
+
+
+def test_listener_uses_what_it_received_once(tiny_bert):
+    """After a joint update the listener has used the encoder's output for that
+    batch; a second update on the same docs without the encoder gets E104, not
+    torch's 'Trying to backward through the graph a second time'."""
+    nlp = _listener_textcat_nlp(tiny_bert)
+    egs = _cats_examples(nlp)
+    optimizer = nlp.initialize(lambda: egs)
+    nlp.update(egs, sgd=optimizer)
+    with pytest.raises(ValueError, match="E104"):
+        nlp.update(egs, sgd=optimizer, exclude=["bert_encoder"])
+    # and directly: one batch received, used once, then gone
+    encoder, listener = nlp.get_pipe("bert_encoder"), nlp.get_pipe("bert_encoder").listeners[0]
+    docs = [nlp.make_doc("a good movie")]
+    encoder.update([Example.from_dict(docs[0], {})])
+    listener(docs, is_train=True)
+    assert (listener._batch_id, listener._outputs, listener._backprop) == (None, None, None)
+    with pytest.raises(ValueError, match="E104"):
+        listener(docs, is_train=True)
+
+
 def test_spacy_tagger_on_the_listener(tiny_bert):
     nlp = encoder_nlp(tiny_bert)
     nlp.add_pipe("tagger", config={"model": {

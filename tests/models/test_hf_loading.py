@@ -156,3 +156,27 @@ def test_remote_code_is_off_by_default(tmp_path, tiny_bert):
     (tmp_path / "m" / "config.json").write_text(json.dumps(config))
     with pytest.raises(ValueError, match="E008"):
         load_pretrained(tmp_path / "m", "AutoModel")
+
+
+def test_downloadable_model_missing_offline_names_the_download_command(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    for name in ("sentence-transformers/all-mpnet-base-v2", "all-mpnet-base-v2"):
+        with pytest.raises(OSError, match="E001") as err:
+            resolve_model_dir(name)
+        assert "`python -m spacy_gptbert download all-mpnet-base-v2`" in str(err.value)
+
+
+def test_downloadable_model_short_name_resolves_to_its_cached_hub_id(tmp_path, monkeypatch):
+    """`name = "all-mpnet-base-v2"` finds what the download command installed
+    under sentence-transformers/all-mpnet-base-v2."""
+    from huggingface_hub import constants
+
+    revision = "e8c3b32edf5434bc2275fc9bab85f82640a19130"
+    repo = tmp_path / "models--sentence-transformers--all-mpnet-base-v2"
+    shutil.copytree(HF_TINY / "bert_tiniest", repo / "snapshots" / revision)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(revision)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    assert resolve_model_dir("all-mpnet-base-v2") == repo / "snapshots" / revision

@@ -137,8 +137,10 @@ class Errors(metaclass=ErrorsWithCodes):
             "Give each example a cats dict such as {{\"POSITIVE\": 1.0, "
             "\"NEGATIVE\": 0.0}}, or pass labels to initialize.")
     E107 = ("'{name}' is set up for exclusive classes, but an example has "
-            "{n_true} true labels: {cats}. Give each example exactly one label with "
-            "value 1.0, or set exclusive_classes = false for multi-label data.")
+            "{n_true} true labels and its values sum to {total}: {cats}. Give each "
+            "example exactly one label with value 1.0, or a probability for each "
+            "label that sums to 1 (a teacher's distribution, for distillation), or "
+            "set exclusive_classes = false for multi-label data.")
     E108 = ("The value {value!r} for label '{label}' is outside [0, 1]. Category "
             "values must be 0.0 or 1.0 (probabilities in [0, 1] are accepted).")
     E109 = ("No training examples were given to '{name}'.initialize. Check that "
@@ -149,6 +151,11 @@ class Errors(metaclass=ErrorsWithCodes):
     E111 = ("Invalid threshold {threshold}: it must lie in (0, 1).")
     E116 = ("Invalid label_smoothing {value}: it must lie in [0, 1). 0 trains on "
             "the gold labels as they are; 0.1 is a common choice.")
+    E141 = ("Invalid distill_temperature {value}: it must be above 0. 1.0 trains "
+            "on the teacher's probabilities as they are; 2.0 softens them.")
+    E142 = ("Invalid gold_weight {value}: it must lie in [0, 1]. 0 trains on "
+            "doc.cats alone (the teacher's probabilities); 0.5 weighs the kept "
+            "gold labels and the teacher's probabilities equally.")
     E112 = ("The labels given to '{name}' ({given}) differ from the labels of the "
             "fine-tuned classification model ({model_labels}). Leave labels empty "
             "to use the model's id2label, or fine-tune a new head.")

@@ -37,6 +37,11 @@ trust_remote_code = false
 freeze_embeddings = false
 """
 DEFAULT_CONFIG = Config().from_str(DEFAULT_TEXTCAT_MODEL)
+# Where a distillation corpus keeps each doc's gold cats (doc.user_data), its
+# doc.cats holding the teacher's probabilities: written by the `label` command.
+GOLD_CATS_KEY = "gold_cats"
+# How far from 1 the probabilities of exclusive classes may sum (float32 rounding).
+DISTRIBUTION_TOLERANCE = 1e-3
 
 
 @Language.factory(
@@ -51,6 +56,8 @@ DEFAULT_CONFIG = Config().from_str(DEFAULT_TEXTCAT_MODEL)
         "quantize": False,
         "onednn_prepack": True,
         "label_smoothing": 0.0,
+        "distill_temperature": 1.0,
+        "gold_weight": 0.0,
     },
     default_score_weights={
         "cats_score": 1.0, "cats_acc": None, "cats_exact_match": None, "cats_score_desc": None,
@@ -61,7 +68,7 @@ DEFAULT_CONFIG = Config().from_str(DEFAULT_TEXTCAT_MODEL)
 def make_bert_textcat(
     nlp: Language, name: str, model: Model, exclusive_classes: bool, threshold: float,
     labels: List[str], scorer: Optional[Callable], quantize: bool = False, label_smoothing: float = 0.0,
-    onednn_prepack: bool = True,
+    onednn_prepack: bool = True, distill_temperature: float = 1.0, gold_weight: float = 0.0,
 ):
     """exclusive_classes: one label per doc (softmax + cross-entropy) or any
     number (sigmoid + binary cross-entropy). threshold: a multi-label class is
@@ -74,11 +81,17 @@ def make_bert_textcat(
     kernels (same arithmetic, faster; one extra copy of the linear weights).
     label_smoothing: train on gold labels moved this far towards uniform
     (exclusive: towards 1/K for each of K classes; multi-label: towards 0.5 for
-    each label)."""
+    each label).
+    Distillation (training on a teacher's probabilities in doc.cats, as the
+    `label` command writes them): distill_temperature T softens the targets
+    and the predictions alike in the loss (scaled by T * T, as in Hinton et
+    al.); 1.0 trains on the probabilities as they are. gold_weight mixes in
+    cross-entropy to the gold labels the `label` command kept (see
+    GOLD_CATS_KEY) with this weight, the teacher's term getting 1 - gold_weight."""
     return BertTextCategorizer(
         nlp.vocab, model, name, exclusive_classes=exclusive_classes, threshold=threshold,
         labels=labels, scorer=scorer, quantize=quantize, label_smoothing=label_smoothing,
-        onednn_prepack=onednn_prepack,
+        onednn_prepack=onednn_prepack, distill_temperature=distill_temperature, gold_weight=gold_weight,
     )
 
 
@@ -143,12 +156,16 @@ class BertTextCategorizer(HFSerializationMixin, TrainablePipe):
         self, vocab: Vocab, model: Model, name: str = "bert_textcat", *,
         exclusive_classes: bool = True, threshold: float = 0.5, labels: Sequence[str] = (),
         scorer: Optional[Callable] = textcat_score, quantize: bool = False, label_smoothing: float = 0.0,
-        onednn_prepack: bool = True,
+        onednn_prepack: bool = True, distill_temperature: float = 1.0, gold_weight: float = 0.0,
     ) -> None:
         if not 0.0 < threshold < 1.0:
             raise ValueError(Errors.E111.format(threshold=threshold))
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(Errors.E116.format(value=label_smoothing))
+        if not distill_temperature > 0.0:
+            raise ValueError(Errors.E141.format(value=distill_temperature))
+        if not 0.0 <= gold_weight <= 1.0:
+            raise ValueError(Errors.E142.format(value=gold_weight))
         for label in labels:
             _check_label(label)
         self.vocab = vocab
@@ -161,7 +178,10 @@ class BertTextCategorizer(HFSerializationMixin, TrainablePipe):
         # Inference settings: not in cfg, so never saved with the weights.
         self.quantize = quantize
         self.onednn_prepack = onednn_prepack
-        self.label_smoothing = label_smoothing  # a training setting, from the config
+        # Training settings, from the config.
+        self.label_smoothing = label_smoothing
+        self.distill_temperature = distill_temperature
+        self.gold_weight = gold_weight
         _pool_only(model)
         self.cfg: Dict[str, Any] = {
             "labels": list(labels), "exclusive_classes": exclusive_classes, "threshold": threshold,
@@ -228,38 +248,63 @@ class BertTextCategorizer(HFSerializationMixin, TrainablePipe):
         """Mean cross-entropy (exclusive) or summed-over-labels binary
         cross-entropy (multi-label) per annotated example, and its gradient
         with respect to the logits. Labels missing from an example's cats are
-        left out of the loss."""
+        left out of the loss.
+
+        The targets are the example's cats: 0/1 gold labels or any
+        probabilities (a teacher's, for distillation; for exclusive classes a
+        distribution over the labels). With distill_temperature T the targets
+        and the predictions are both softened by T and the loss is scaled by
+        T * T, so its gradient keeps its size as T changes. With gold_weight
+        w > 0 the loss is (1 - w) times that plus w times the plain loss
+        (T = 1) on the gold labels kept under GOLD_CATS_KEY (or the cats)."""
         examples = list(examples)
+        truths, mask = self._truths([eg.reference.cats for eg in examples])
+        loss, d_logits = self._loss(logits, truths, mask, self.distill_temperature)
+        if self.gold_weight:
+            gold = [eg.reference.user_data.get(GOLD_CATS_KEY) or eg.reference.cats for eg in examples]
+            gold_truths, gold_mask = self._truths(gold)
+            gold_loss, d_gold = self._loss(logits, gold_truths, gold_mask, 1.0)
+            w = self.gold_weight
+            loss, d_logits = (1 - w) * loss + w * gold_loss, d_logits * (1 - w) + d_gold * w
+        return loss, d_logits
+
+    def _loss(self, logits: Floats2d, truths: numpy.ndarray, mask: numpy.ndarray,
+              temperature: float) -> Tuple[float, Floats2d]:
         ops = self.model.ops
-        truths, mask = self._truths(examples)
+        xp = ops.xp
+        exclusive = self.cfg["exclusive_classes"]
         if self.label_smoothing:
-            # Soft targets: both losses below and their gradient (probs - truths)
-            # are already written for targets in [0, 1] (summing to 1 if exclusive).
-            n_classes = truths.shape[1] if self.cfg["exclusive_classes"] else 2
+            # Both losses below and their gradient are written for targets in
+            # [0, 1] (summing to 1 if exclusive), so smoothed targets need nothing else.
+            n_classes = truths.shape[1] if exclusive else 2
             truths = truths * (1.0 - self.label_smoothing) + self.label_smoothing / n_classes
-        probs = self._activate(logits)
         truths, mask = ops.asarray2f(truths), ops.asarray2f(mask)
+        logits = ops.asarray2f(logits)
+        if temperature != 1.0:
+            truths = _soften(xp, truths, temperature, exclusive)
+            logits = logits / temperature
         n_annotated = max(float((mask.sum(axis=1) > 0).sum()), 1.0)
         # Log-probabilities from the logits, not log(probs): exact for confident
         # predictions, and every term is >= 0 (log(p + eps) could round below 0).
-        xp = ops.xp
-        logits = ops.asarray2f(logits)
-        if self.cfg["exclusive_classes"]:
+        # The loss is cross-entropy (it includes the targets' entropy); its
+        # gradient is the same as KL divergence's.
+        if exclusive:
             shifted = logits - logits.max(axis=1, keepdims=True)
             log_probs = shifted - xp.log(xp.exp(shifted).sum(axis=1, keepdims=True))
             # Rows without annotation have an all-zero mask and contribute nothing.
             loss = -float((truths * log_probs * mask).sum())
         else:
             loss = float((mask * (truths * _softplus(xp, -logits) + (1 - truths) * _softplus(xp, logits))).sum())
-        d_logits = (probs - truths) * mask / n_annotated
-        return loss / n_annotated, d_logits
+        probs = self._activate(logits)
+        # d(T^2 * loss(logits / T)) / d logits = T * (probs_T - truths_T)
+        d_logits = (probs - truths) * mask * (temperature / n_annotated)
+        return loss * temperature ** 2 / n_annotated, d_logits
 
-    def _truths(self, examples: List[Example]) -> Tuple[numpy.ndarray, numpy.ndarray]:
+    def _truths(self, all_cats: List[Dict[str, float]]) -> Tuple[numpy.ndarray, numpy.ndarray]:
         labels = self.labels
-        truths = numpy.zeros((len(examples), len(labels)), dtype="float32")
-        mask = numpy.zeros((len(examples), len(labels)), dtype="float32")
-        for i, eg in enumerate(examples):
-            cats = eg.reference.cats
+        truths = numpy.zeros((len(all_cats), len(labels)), dtype="float32")
+        mask = numpy.zeros((len(all_cats), len(labels)), dtype="float32")
+        for i, cats in enumerate(all_cats):
             self._check_cats(cats)
             for label in cats:
                 if label not in labels and label not in self._warned:
@@ -280,9 +325,11 @@ class BertTextCategorizer(HFSerializationMixin, TrainablePipe):
             if not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
                 raise ValueError(Errors.E108.format(value=value, label=label))
         if self.cfg["exclusive_classes"] and cats:
+            # One true label (gold), or a distribution over the labels (a teacher's).
             n_true = sum(1 for v in cats.values() if v > 0.5)
-            if n_true != 1:
-                raise ValueError(Errors.E107.format(name=self.name, n_true=n_true, cats=cats))
+            if n_true != 1 and abs(sum(cats.values()) - 1.0) > DISTRIBUTION_TOLERANCE:
+                raise ValueError(Errors.E107.format(name=self.name, n_true=n_true, cats=cats,
+                                                    total=sum(cats.values())))
 
     def initialize(
         self, get_examples: Callable[[], Iterable[Example]], *, nlp: Optional[Language] = None,
@@ -379,6 +426,21 @@ def _pool_only(model: Model) -> None:
     for node in model.walk():
         if is_windowed_model(node) and node.attrs["kind"] == "encoder":
             node.attrs["return_tokens"] = False
+
+
+def _soften(xp, truths, temperature: float, exclusive: bool):
+    """Targets at temperature T: softmax(log(p) / T) over the labels
+    (exclusive), or sigmoid(logit(p) / T) per label. 0/1 targets stay 0/1."""
+    with numpy.errstate(divide="ignore", invalid="ignore"):
+        if exclusive:
+            scaled = xp.log(truths) / temperature
+            scaled = xp.exp(scaled - scaled.max(axis=1, keepdims=True))
+            soft = scaled / scaled.sum(axis=1, keepdims=True)
+        else:
+            odds = (truths / (1 - truths)) ** (1.0 / temperature)
+            soft = xp.where(truths >= 1.0, 1.0, odds / (1 + odds))
+    # Rows without annotation (all zeros) come out as NaN; their mask is 0.
+    return xp.nan_to_num(soft, nan=0.0).astype(truths.dtype)
 
 
 def _softplus(xp, x):

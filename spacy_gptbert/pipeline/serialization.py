@@ -13,7 +13,7 @@ A thinc node takes part by putting two callables in its attrs:
 """
 import tempfile
 from pathlib import Path
-from typing import Iterable, List
+from typing import Iterable, List, Tuple
 
 import srsly
 from spacy import util
@@ -55,14 +55,24 @@ def save_component(pipe, path: Path, exclude: Iterable[str] = tuple()) -> None:
 
 
 def load_component(pipe, path: Path, exclude: Iterable[str] = tuple()):
+    """Settings come from the config the component was just built from, which
+    `spacy.load(path, config=...)` overrides: a saved cfg entry or thinc attr
+    never replaces one. From the files come what training learned: the cfg
+    keys in `pipe.state_cfg_keys` (e.g. the labels), dims and weights."""
     path = util.ensure_path(path)
     if "cfg" not in exclude and (path / "cfg").exists():
-        pipe.cfg.update(srsly.read_json(path / "cfg"))
+        saved = srsly.read_json(path / "cfg")
+        state_keys = getattr(pipe, "state_cfg_keys", ())
+        pipe.cfg.update({key: value for key, value in saved.items() if key in state_keys or key not in pipe.cfg})
     if "model" in exclude:
         return pipe
+    settings = [(node, {key: value for key, value in node.attrs.items() if value is not None})
+                for node in hf_nodes(pipe.model)]
     # thinc state first (dims, head weights), then the torch weights, so a
     # deserialized attr can never overwrite a loaded tokenizer.
     pipe.model.from_bytes((path / "model").read_bytes())
+    for node, values in settings:
+        node.attrs.update(values)
     for i, node in enumerate(hf_nodes(pipe.model)):
         node.attrs["hf_load"](node, path / f"hf_{i}")
     if hasattr(pipe, "_after_load"):
@@ -91,6 +101,10 @@ def component_from_bytes(pipe, data: bytes, exclude: Iterable[str] = tuple()):
 class HFSerializationMixin:
     """to_disk / from_disk / to_bytes / from_bytes for a TrainablePipe whose
     model holds Hugging Face torch modules (see the module docstring)."""
+
+    # cfg keys that a saved pipeline restores (learned state); the others are
+    # settings, taken from the config (see load_component).
+    state_cfg_keys: Tuple[str, ...] = ()
 
     def to_disk(self, path, *, exclude=tuple()):
         save_component(self, path, exclude)

@@ -152,6 +152,8 @@ def _exact_match(examples: List[Example], labels, multi_label: bool, threshold: 
 
 
 class BertTextCategorizer(HFSerializationMixin, TrainablePipe):
+    state_cfg_keys = ("labels",)  # threshold and exclusive_classes come from the config
+
     def __init__(
         self, vocab: Vocab, model: Model, name: str = "bert_textcat", *,
         exclusive_classes: bool = True, threshold: float = 0.5, labels: Sequence[str] = (),

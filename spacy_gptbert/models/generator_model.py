@@ -242,12 +242,13 @@ def convert_outputs(model: Model, inputs_outputs, is_train: bool):
 
 
 def generate_texts(model: Model, prompts: List[List[int]], settings: GenerationSettings,
-                   onednn_prepack: bool = False) -> List[List[str]]:
+                   onednn_prepack: bool = False, row_seeds: Optional[List[int]] = None) -> List[List[str]]:
     """Generate for token-id prompts (already within the context) in ONE padded
     `generate` call. Returns num_return_sequences texts per prompt, in order.
     onednn_prepack: on the CPU, generate with a copy of the model whose linear
     layers run oneDNN's prepacked kernels (prepack.py; rebuilt when the weights
-    change, never trained or saved)."""
+    change, never trained or saved). row_seeds: one sampling seed per prompt
+    (gpt.generate_ids)."""
     if not prompts:
         return []
     if not is_ready(model):
@@ -259,7 +260,7 @@ def generate_texts(model: Model, prompts: List[List[int]], settings: GenerationS
     ids, mask = (t.to(device) for t in gpt.left_pad(prompts, pad))  # (B, T)
     tokenizer = model.attrs["tokenizer"]
     lm = predicting_module(get_lm(model), device, use_prepack=onednn_prepack)  # the encoders' policy
-    new = gpt.generate_ids(lm, ids, mask, settings, pad, eos, tokenizer)  # (B*n, <=max_new)
+    new = gpt.generate_ids(lm, ids, mask, settings, pad, eos, tokenizer, row_seeds)  # (B*n, <=max_new)
     texts = tokenizer.batch_decode(_strip_after_eos(new.tolist(), eos), skip_special_tokens=True)
     n = settings.num_return_sequences
     texts = [gpt.cut_at_stop(t, settings.stop) for t in texts]

@@ -221,7 +221,8 @@ def seeded(seed: Optional[int], device: Optional[torch.device] = None):
 
 @torch.inference_mode()  # no autograd bookkeeping at all (no_grad still tracks versions)
 def generate_ids(lm, input_ids: torch.Tensor, attention_mask: torch.Tensor, settings: GenerationSettings,
-                 pad_id: int, eos_id: Optional[int], tokenizer=None) -> torch.Tensor:
+                 pad_id: int, eos_id: Optional[int], tokenizer=None,
+                 row_seeds: Optional[Sequence[int]] = None) -> torch.Tensor:
     """One Hugging Face `generate` call for a left-padded batch.
 
     input_ids, attention_mask: (B, T). Returns new tokens only:
@@ -230,6 +231,9 @@ def generate_ids(lm, input_ids: torch.Tensor, attention_mask: torch.Tensor, sett
     With stop strings and a tokenizer, a row stops as soon as its text ends
     with one (the caller still cuts the text at it); the batch ends when every
     row has stopped, instead of always running max_new_tokens steps.
+    row_seeds (with do_sample): one seed per prompt. Each row then draws from
+    its own random stream (RowSampler), so a prompt's samples are the same in
+    any batch; settings.seed seeds the batch's one stream otherwise.
     """
     kwargs = dict(
         max_new_tokens=settings.max_new_tokens,
@@ -243,7 +247,17 @@ def generate_ids(lm, input_ids: torch.Tensor, attention_mask: torch.Tensor, sett
     early = early_stop_strings(tokenizer, settings.stop) if tokenizer is not None else []
     if early:
         kwargs.update(stop_strings=early, tokenizer=tokenizer)
-    if settings.do_sample:
+    batch_seed = settings.seed
+    if settings.do_sample and row_seeds is not None:
+        from transformers import LogitsProcessorList
+
+        n = settings.num_return_sequences
+        input_ids, attention_mask = (t.repeat_interleave(n, dim=0) for t in (input_ids, attention_mask))
+        # The greedy step takes the one token RowSampler leaves to each row.
+        sampler = RowSampler(settings, [(seed << 16) + k for seed in row_seeds for k in range(n)], input_ids.device)
+        kwargs.update(do_sample=False, num_return_sequences=1, logits_processor=LogitsProcessorList([sampler]))
+        batch_seed = None
+    if kwargs["do_sample"]:
         kwargs.update(temperature=settings.temperature, top_k=settings.top_k, top_p=settings.top_p)
     else:
         # Explicit neutral values: a model's generation_config may carry sampling defaults.
@@ -251,11 +265,40 @@ def generate_ids(lm, input_ids: torch.Tensor, attention_mask: torch.Tensor, sett
     was_training = lm.training
     lm.eval()
     try:
-        with seeded(settings.seed, input_ids.device):
+        with seeded(batch_seed, input_ids.device):
             out = lm.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)  # (B*n, T + new)
     finally:
         lm.train(was_training)
     return out[:, input_ids.shape[1] :]
+
+
+class RowSampler:
+    """A logits processor that samples each row from its own torch.Generator:
+    the row's scores warped as sampling warps them (temperature, top-k,
+    top-p, in Hugging Face's order), one token drawn, every other token set to
+    -inf. Hugging Face's sampling draws a whole batch from one random stream,
+    so a row's sample would depend on the rows beside it."""
+
+    def __init__(self, settings: GenerationSettings, seeds: Sequence[int], device: torch.device):
+        from transformers import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+
+        self.warpers: List[Any] = []
+        if settings.temperature != 1.0:
+            self.warpers.append(TemperatureLogitsWarper(settings.temperature))
+        if settings.top_k > 0:
+            self.warpers.append(TopKLogitsWarper(settings.top_k))
+        if settings.top_p < 1.0:
+            self.warpers.append(TopPLogitsWarper(settings.top_p))
+        self.generators = [torch.Generator(device=device).manual_seed(seed) for seed in seeds]
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        for warper in self.warpers:
+            scores = warper(input_ids, scores)
+        probs = torch.softmax(scores.float(), dim=-1)
+        picks = torch.cat([torch.multinomial(p, 1, generator=g) for p, g in zip(probs, self.generators)])
+        only = torch.full_like(scores, float("-inf"))
+        only[torch.arange(len(picks), device=scores.device), picks] = 0.0
+        return only
 
 
 _EARLY_STOP: "weakref.WeakKeyDictionary[Any, Dict[Tuple[str, ...], List[str]]]" = weakref.WeakKeyDictionary()

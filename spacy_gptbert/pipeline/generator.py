@@ -10,7 +10,6 @@ Scoring reports perplexity, bits and nats per character on the dev Docs and,
 with a bert_textcat in the pipeline, how often the generated text is
 classified as the label that was asked for.
 """
-import dataclasses
 import math
 import random
 import weakref
@@ -271,23 +270,25 @@ class GPTGenerator(HFSerializationMixin, TrainablePipe):
         # Longest first: a caller's slice of sorted prompts pads little, and the
         # order is undone below.
         order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
-        generated = lm_model.generate_texts(self.lm, [prompts[i] for i in order], self._batch_settings(docs),
-                                            onednn_prepack=self.onednn_prepack)
+        seeds = self._doc_seeds(docs)
+        generated = lm_model.generate_texts(self.lm, [prompts[i] for i in order], self.settings,
+                                            onednn_prepack=self.onednn_prepack,
+                                            row_seeds=None if seeds is None else [seeds[i] for i in order])
         result: List[List[str]] = [[] for _ in docs]
         for j, i in enumerate(order):
             result[i] = generated[j]
         return result
 
-    def _batch_settings(self, docs: Sequence[Doc]) -> GenerationSettings:
-        """With a seed, each batch samples from its own seed, derived from the
-        seed and the batch's texts: the same batch gives the same generations
-        on every run, while batches with the same prompts (a template that only
-        reads the label) do not repeat each other's samples."""
+    def _doc_seeds(self, docs: Sequence[Doc]) -> Optional[List[int]]:
+        """With a seed, each doc samples from its own random stream, seeded
+        from the seed and the doc's text: a doc gets the same generations on
+        every run, alone or in a batch of any size or company (`apply
+        --batch-size` may change between runs), and docs with the same prompt
+        (a template that only reads the label) do not repeat each other."""
         seed = self.settings.seed
         if seed is None or not self.settings.do_sample:
-            return self.settings
-        texts = "\x1f".join(doc.text for doc in docs).encode("utf8", "surrogatepass")
-        return dataclasses.replace(self.settings, seed=(seed + zlib.crc32(texts)) % 2**31)
+            return None
+        return [(seed + zlib.crc32(doc.text.encode("utf8", "surrogatepass"))) % 2**31 for doc in docs]
 
     def prompt_ids(self, docs: Sequence[Doc]) -> List[List[int]]:
         """[BOS] + prompt tokens per doc, fitted into the context (see on_long_prompt)."""

@@ -107,8 +107,12 @@ def test_seed_makes_sampling_reproducible(trained_nlp):
         first = [d._.generations for d in trained_nlp.pipe(["The cat", "A dog"])]
         second = [d._.generations for d in trained_nlp.pipe(["The cat", "A dog"])]
         assert first == second and all(len(g) == 3 for g in first)
-        gen.settings.seed = 8
-        assert [d._.generations for d in trained_nlp.pipe(["The cat", "A dog"])] != first
+        # The overfit model puts ~0.96 on its next word: one other seed may
+        # draw the same 6 texts, four other seeds do not all.
+        others = set()
+        for gen.settings.seed in (8, 9, 10, 11):
+            others.add(repr([d._.generations for d in trained_nlp.pipe(["The cat", "A dog"])]))
+        assert others - {repr(first)}
     finally:
         gen.settings = old
 

@@ -219,7 +219,16 @@ class Errors(metaclass=ErrorsWithCodes):
     E307 = ("The pipeline '{pipeline}' is neither a directory nor an installed "
             "pipeline package. Pass the directory of a saved pipeline (e.g. "
             "training/model-best) or the name of a package installed with pip.")
+    E308 = ("Line {line} of '{path}' is not a readable record: {why}. Save the file "
+            "as UTF-8 and fix or remove that line (JSON text may not hold a lone "
+            "surrogate such as \\ud800). apply without --strict lists such records in "
+            "errors.tsv under its output and goes on.")
     # project workflows and continued MLM pretraining (E320-E349)
+    E360 = ("The pipeline has no component '{name}' (its components: {pipes}). "
+            "Give --component the name of its text classifier.")
+    E361 = ("None of the pipeline's components ({pipes}) sets doc.cats, so it cannot "
+            "label a corpus for distillation. Give a pipeline with a trained "
+            "bert_textcat (or another text classifier), or name one with --component.")
     E320 = ("'{path}' holds no texts for masked-LM pretraining. Give a .spacy "
             "file, a TSV with a 'sentence' column, or a text file with one text per line.")
     E321 = ("The encoder weights in '{path}' did not load into the masked-LM model "

@@ -10,11 +10,13 @@ from ..errors import Errors
 from ..training.convert import label_set, read_trec, read_tsv, split, to_docbin
 from .apply import apply_command
 from .download import download_command
+from .label import label_command
 
 app = typer.Typer(name="spacy_gptbert", add_completion=False, no_args_is_help=True,
                   help="spacy-gptbert commands.")
 app.command("apply")(apply_command)
 app.command("download")(download_command)
+app.command("label")(label_command)
 
 SST2_NAMES = {"0": "NEGATIVE", "1": "POSITIVE"}
 FORMATS = ("sst2", "tsv", "trec", "trec-fine")

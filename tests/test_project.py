@@ -1,8 +1,11 @@
 """The spaCy project (project.yml) and its scripts: the workflows are complete
-(every step's inputs exist or come from an earlier step), the scripts work on
+(every step's inputs exist or come from an earlier step), GPU and budget
+variants are vars and configs rather than copied commands, the scripts work on
 tiny pipelines, and, on a GPU machine, all three components follow thinc's GPU."""
 import importlib.util
 import json
+import math
+import re
 import shlex
 import subprocess
 import sys
@@ -29,57 +32,134 @@ def load_script(name: str):
     return module
 
 
-def substitute(text: str) -> str:
-    for key, value in PROJECT["vars"].items():
-        text = text.replace("${vars.%s}" % key, str(value))
-    return text
+WORKFLOWS = ["quick", "all", "all_gpu", "distill"]
+# Steps that take --gpu-id: spacy train/evaluate and the package's commands that run a model.
+DEVICE_STEP = re.compile(r"-m spacy (train|evaluate) |-m spacy_gptbert (pretrain-mlm|label|demo) ")
+SST2_TRAIN_SENTENCES = 67_349
+# The configs that are another config with other settings, and exactly which settings.
+CONFIG_VARIANTS = {
+    "textcat_sst2_quick.cfg": ("textcat_sst2.cfg", {
+        "training.max_steps", "training.optimizer.learn_rate.warmup_steps",
+        "training.optimizer.learn_rate.total_steps"}),
+    "textcat_trec.cfg": ("textcat_sst2.cfg", {
+        "training.max_epochs", "training.max_steps", "training.optimizer.learn_rate.warmup_steps",
+        "training.optimizer.learn_rate.total_steps", "training.optimizer.learn_rate.initial_rate"}),
+    "generator_conditional_quick.cfg": ("generator_conditional.cfg", {
+        "components.gpt_generator.model.n_layer", "components.gpt_generator.model.n_embd",
+        "components.gpt_generator.model.vocab_size", "training.batcher.size", "training.max_steps",
+        "training.eval_frequency", "training.optimizer.learn_rate.warmup_steps",
+        "training.optimizer.learn_rate.initial_rate", "corpora.dev.limit"}),
+}
+
+
+def resolved(**variables) -> dict:
+    """project.yml as `spacy project run` sees it, with --vars.NAME VALUE overrides."""
+    from weasel.util import load_project_config
+
+    return load_project_config(ROOT, overrides={f"vars.{name}": value for name, value in variables.items()})
+
+
+def resolved_commands(**variables) -> dict:
+    return {c["name"]: c for c in resolved(**variables)["commands"]}
+
+
+def effective_config(train_line: str):
+    """The config a `python -m spacy train CONFIG ...overrides` line trains with."""
+    from spacy.cli._util import parse_config_overrides
+    from spacy.util import load_config
+
+    words = shlex.split(train_line)
+    config_path, args = words[words.index("train") + 1], words[words.index("train") + 2:]
+    overrides = [word for i, word in enumerate(args) if not (word in {"--output", "--gpu-id"}
+                                                              or i and args[i - 1] in {"--output", "--gpu-id"})]
+    return load_config(ROOT / config_path, overrides=parse_config_overrides(overrides), interpolate=True)
+
+
+def _flat(config, prefix=""):
+    for key, value in config.items():
+        if isinstance(value, dict):
+            yield from _flat(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
 
 
 def test_project_validates_with_spacy():
-    from weasel.util import load_project_config
-
-    config = load_project_config(ROOT)
-    assert {"quick", "all", "all_gpu"} <= set(config["workflows"])
+    config = resolved()
+    assert set(WORKFLOWS) <= set(config["workflows"])
     assert config["vars"]["gpu_id"] == -1
     for asset in config["assets"]:
         assert asset["url"].startswith("https://") and len(asset["checksum"]) == 32
 
 
-@pytest.mark.parametrize("workflow", ["quick", "all", "all_gpu"])
+@pytest.mark.parametrize("workflow", WORKFLOWS)
 def test_workflow_inputs_exist_or_come_from_earlier_steps(workflow):
+    commands = resolved_commands()
     produced = set()
     for step in PROJECT["workflows"][workflow]:
-        command = COMMANDS[step]
-        for dep in map(substitute, command.get("deps", [])):
+        command = commands[step]
+        for dep in command.get("deps", []):
             assert (ROOT / dep).exists() or any(dep == p or dep.startswith(p + "/") for p in produced), \
                 f"{workflow}: {step} needs {dep}, which no earlier step writes"
-        produced.update(map(substitute, command.get("outputs", [])))
+        produced.update(command.get("outputs", []))
         for line in command["script"]:
-            words = shlex.split(substitute(line))
-            scripts = [w for w in words if w.startswith("scripts/")]
-            assert all((ROOT / s).exists() for s in scripts), line
-            configs = [w for w in words if w.startswith("configs/")]
-            assert all((ROOT / c).exists() for c in configs), line
+            words = shlex.split(line)
+            paths = [w for w in words if w.startswith(("scripts/", "configs/"))]
+            assert all((ROOT / p).exists() for p in paths), line
+            assert not [p for p in paths if p.startswith("configs/") and p not in command.get("deps", [])], \
+                f"{step}: the config it trains with is not among its deps"
 
 
-def test_all_gpu_trains_on_the_gpu_and_all_on_the_cpu():
-    for step in PROJECT["workflows"]["all"]:
-        for line in COMMANDS[step]["script"]:
-            if "-m spacy train " in line or "pretrain-mlm" in line:
-                assert "--gpu-id -1" in line, line
-    trains = 0
-    for step in PROJECT["workflows"]["all_gpu"]:
-        for line in COMMANDS[step]["script"]:
-            if "-m spacy train " in line or "pretrain-mlm" in line:
-                assert "--gpu-id ${vars.gpu_id}" in line, line
-                trains += 1
-    assert trains == 6
+def test_gpu_runs_are_a_var_not_copied_commands():
+    workflows = PROJECT["workflows"]
+    assert workflows["all_gpu"] == ["check-gpu"] + workflows["all"]
+    assert [c["name"] for c in PROJECT["commands"] if c["name"].endswith("-gpu")] == ["check-gpu"]
+    for line in (line for c in PROJECT["commands"] for line in c["script"]):
+        assert ("--gpu-id" in line) == bool(DEVICE_STEP.search(line)), line
+        assert shlex.split(line).count("--gpu-id") == ("--gpu-id ${vars.gpu_id}" in line), line
+    for command in resolved_commands(gpu_id=0).values():
+        for line in command["script"]:
+            if DEVICE_STEP.search(line):
+                assert "--gpu-id 0" in line, line
+
+
+def test_max_batch_tokens_var_reaches_every_encoder_training_of_all_gpu():
+    commands = resolved_commands(max_batch_tokens=8192)
+    trained = 0
+    for step in PROJECT["workflows"]["all_gpu"] + PROJECT["workflows"]["quick"]:
+        for line in commands[step]["script"]:
+            if "-m spacy train " in line and "bert_textcat" in effective_config(line)["components"]:
+                assert effective_config(line)["components"]["bert_textcat"]["model"]["max_batch_tokens"] == 8192
+                trained += 1
+    assert trained == 4  # train-textcat, train-trec, train-textcat-mlm, train-textcat-quick
+
+
+def test_quick_steps_var_resizes_the_quick_schedule():
+    """`--vars.quick_textcat_steps 300` (the README's and quickstart's override)
+    shortens the run and its learning-rate decay; the warm-up stays the config's."""
+    line = resolved_commands(quick_textcat_steps=300)["train-textcat-quick"]["script"][1]
+    config = effective_config(line)
+    assert config["training"]["max_steps"] == 300
+    assert config["training"]["optimizer"]["learn_rate"]["total_steps"] == 300
+    assert config["training"]["optimizer"]["learn_rate"]["warmup_steps"] == 60
+    line = resolved_commands(quick_generator_steps=50)["train-generator-quick"]["script"][1]
+    assert effective_config(line)["training"]["optimizer"]["learn_rate"]["total_steps"] == 50
+
+
+@pytest.mark.parametrize("variant", sorted(CONFIG_VARIANTS))
+def test_config_variants_differ_from_their_base_only_in_their_settings(variant):
+    from spacy.util import load_config
+
+    base, settings = CONFIG_VARIANTS[variant]
+    ours = dict(_flat(load_config(ROOT / "configs" / variant, interpolate=False)))
+    theirs = dict(_flat(load_config(ROOT / "configs" / base, interpolate=False)))
+    assert set(ours) == set(theirs)
+    assert {key for key in ours if ours[key] != theirs[key]} == settings
 
 
 def test_quick_and_all_train_the_same_components():
-    trained = lambda wf: sorted(s.replace("-quick", "").replace("-gpu", "") for s in PROJECT["workflows"][wf])
-    assert {"train-textcat", "train-generator", "assemble", "package", "demo"} <= set(trained("quick"))
-    assert trained("all") == trained("all_gpu")[1:] or set(trained("all")) <= set(trained("all_gpu"))
+    quick = {step.replace("-quick", "") for step in PROJECT["workflows"]["quick"]}
+    assert {"train-textcat", "train-generator", "assemble", "package", "demo"} <= quick
+    assert quick <= set(PROJECT["workflows"]["all"])
 
 
 def test_every_training_logs_jsonl_for_the_plots():
@@ -94,27 +174,22 @@ def test_every_training_logs_jsonl_for_the_plots():
 
 
 def test_step_budgets_are_not_cut_short_by_max_epochs():
-    """`--training.max_steps N` must be what stops a training: a config with
-    max_epochs = 1 stops after one pass over a small corpus first (TREC: 4,907
-    questions = 154 steps of 32, so an 800-step budget ended at step 154, before
-    the first evaluation, and model-best was the untrained model). Only
-    configs/textcat_sst2.cfg on SST-2 may keep its epoch limit: its max_steps
-    is exactly one epoch of that corpus."""
-    from spacy.util import load_config
-
-    for command in PROJECT["commands"]:
+    """The step budget must be what stops a training: a config with max_epochs = 1
+    stops after one pass over a small corpus first (TREC: 4,907 questions = 154
+    steps of 32, so an 800-step budget ended at step 154, before the first
+    evaluation, and model-best was the untrained model). Only an SST-2 training
+    may keep an epoch limit, with a budget of at most one epoch of SST-2."""
+    for name, command in resolved_commands().items():
         for line in command["script"]:
-            if "-m spacy train " not in line or "--training.max_steps" not in line:
+            if "-m spacy train " not in line:
                 continue
-            words = shlex.split(substitute(line))
-            arg = lambda name: words[words.index(name) + 1] if name in words else None  # noqa: E731
-            config = load_config(ROOT / words[words.index("train") + 1])
-            max_epochs = int(arg("--training.max_epochs") or config["training"]["max_epochs"])
-            if max_epochs == 0:
+            training = effective_config(line)["training"]
+            if training["max_epochs"] == 0:
                 continue
-            assert words[words.index("train") + 1] == "configs/textcat_sst2.cfg", command["name"]
-            assert arg("--paths.train") == "corpus/sst2/train.spacy", command["name"]
-            assert int(arg("--training.max_steps")) <= config["training"]["max_steps"], command["name"]
+            words = shlex.split(line)
+            assert words[words.index("--paths.train") + 1] in {
+                "corpus/sst2/train.spacy", "corpus/sst2/train_teacher.spacy"}, name
+            assert training["max_steps"] <= math.ceil(SST2_TRAIN_SENTENCES / training["batcher"]["size"]), name
 
 
 def test_get_assets_copies_and_checks(tmp_path, monkeypatch):

@@ -223,6 +223,10 @@ class Errors(metaclass=ErrorsWithCodes):
             "as UTF-8 and fix or remove that line (JSON text may not hold a lone "
             "surrogate such as \\ud800). apply without --strict lists such records in "
             "errors.tsv under its output and goes on.")
+    E308 = ("Line {line} of '{path}' is not a readable record: {why}. Save the file "
+            "as UTF-8 and fix or remove that line (JSON text may not hold a lone "
+            "surrogate such as \\ud800). apply without --strict lists such records in "
+            "errors.tsv under its output and goes on.")
     # project workflows and continued MLM pretraining (E320-E349)
     E360 = ("The pipeline has no component '{name}' (its components: {pipes}). "
             "Give --component the name of its text classifier.")

@@ -35,6 +35,9 @@ def apply_command(
     gpu_id: int = typer.Option(-1, "--gpu-id", "-g", help="local: GPU id, -1 for CPU"),
     merge: Optional[Path] = typer.Option(None, "--merge", help="Also concatenate the parts into this one file"),
     overwrite: bool = typer.Option(False, "--overwrite", help="Delete an earlier apply output at OUTPUT first"),
+    strict: bool = typer.Option(
+        False, "--strict", help="Stop at the first bad record (not UTF-8, not JSON, no text, a lone surrogate) "
+        "with its file and line, instead of listing it in OUTPUT/errors.tsv and going on"),
 ) -> None:
     """Apply a pipeline to every record of a corpus: cats, generations and
     (--vectors) doc vectors, one output record per input id, in-process or on Ray."""
@@ -45,7 +48,7 @@ def apply_command(
         settings = ApplySettings(
             pipeline=pipeline, output_format=output_format, text_key=text_key, id_key=id_key, vectors=vectors,
             batch_size=batch_size, part_size=part_size, threads=threads, code=str(code) if code else None,
-            gpu_id=gpu_id if backend == "local" else -1)
+            gpu_id=gpu_id if backend == "local" else -1, strict=strict)
         result = apply(input_path, output, settings, backend=backend, n_process=n_process,
                        ray_address=ray_address, workers=workers, cpus_per_worker=cpus_per_worker,
                        gpus_per_worker=gpus_per_worker, overwrite=overwrite, log=msg.info)
@@ -57,6 +60,9 @@ def apply_command(
     msg.good(f"{result.n_records} docs in {result.n_parts} parts under {result.output} "
              f"({result.processed_records} processed now, {result.skipped_parts} parts skipped, "
              f"{result.docs_per_second:.1f} docs/s)")
+    if result.bad_records:
+        msg.warn(f"{result.bad_records} bad records left out: their file, line and reason are in "
+                 f"{result.errors_path}")
     if merge is not None:
         n = merge_parts(result.output, merge)
         msg.good(f"Merged {n} records into {merge}")

@@ -5,10 +5,15 @@ line, text under `text_key`, id under `id_key`), `.spacy` (a DocBin; id from
 `doc.user_data["id"]`) and anything else as plain text, one doc per non-empty
 line. A record without an id gets `<shard key>:<n>`, n being the 1-based line
 (JSONL, text) or position (.spacy) in its shard, so ids stay stable between runs.
+JSONL and text are UTF-8; a byte order mark opening the file is dropped (as
+Python's "utf-8-sig" does). A line that cannot be a record (not UTF-8, not
+JSON, no text, a lone surrogate) is a BadRecord: read_part raises it, or hands
+it to `on_bad` and goes on.
 
 Planning records each part's byte offset and first line, so a worker reads
 its part with one seek instead of re-reading the shard from the start.
 """
+import codecs
 import glob
 import hashlib
 import json
@@ -16,11 +21,20 @@ import os
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 
 from ..errors import Errors
 
 GLOB_CHARS = re.compile(r"[*?[]")
+
+
+class BadRecord(ValueError):
+    """A line that cannot be a record: its catalogued message, plus the short
+    reason apply's errors file gives next to its file and line."""
+
+    def __init__(self, message: str, reason: str = ""):  # one argument: unpickled from a worker process
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -126,7 +140,7 @@ def plan_parts(shard: Shard, part_size: int) -> Tuple[int, List[Part]]:
     try:
         with open(shard.path, "rb") as f:
             for lineno, raw in enumerate(f, start=1):
-                if raw.strip():
+                if _without_bom(raw, lineno).strip():
                     if n % part_size == 0:
                         parts.append(Part(shard.index, shard.path, shard.key, shard.kind, len(parts), n,
                                           0, offset, lineno))
@@ -153,8 +167,11 @@ def _count_docbin(path: str) -> int:
         raise ValueError(Errors.E301.format(path=path, err=err)) from err
 
 
-def read_part(part: Part, text_key: str, id_key: str, vocab=None) -> Iterator[Tuple[Any, Any]]:
-    """(id, text) for JSONL and text parts, (id, Doc) for .spacy parts."""
+def read_part(part: Part, text_key: str, id_key: str, vocab=None,
+              on_bad: Optional[Callable[[int, str], None]] = None) -> Iterator[Tuple[Any, Any]]:
+    """(id, text) for JSONL and text parts, (id, Doc) for .spacy parts.
+    A bad record raises BadRecord, or, given on_bad, is passed to
+    on_bad(line, reason) and skipped."""
     if part.kind == "spacy":
         yield from _read_docbin_part(part, vocab)
         return
@@ -164,26 +181,53 @@ def read_part(part: Part, text_key: str, id_key: str, vocab=None) -> Iterator[Tu
         done = 0
         for raw in f:
             lineno += 1
+            raw = _without_bom(raw, lineno)
             if not raw.strip():
                 continue
             if done == part.count:
                 break
             done += 1
-            line = raw.decode("utf8").rstrip("\r\n")
-            default_id = f"{part.key}:{lineno}"
-            if part.kind == "text":
-                yield default_id, line
-                continue
             try:
-                record = json.loads(line)
-            except ValueError as err:
-                raise ValueError(Errors.E302.format(line=lineno, path=part.path, why=err)) from err
-            if not isinstance(record, dict) or not isinstance(record.get(text_key), str):
-                raise ValueError(Errors.E354.format(line=lineno, path=part.path, key=text_key))
-            yield record.get(id_key, default_id), record[text_key]
+                yield _record(raw, part, lineno, text_key, id_key)
+            except BadRecord as bad:
+                if on_bad is None:
+                    raise
+                on_bad(lineno, bad.reason)
     if done != part.count:
         raise ValueError(Errors.E350.format(path=part.path, why=f"part {part.index} expected {part.count} "
                                             f"records from line {part.line}, found {done}"))
+
+
+def _without_bom(raw: bytes, lineno: int) -> bytes:
+    return raw[len(codecs.BOM_UTF8):] if lineno == 1 and raw.startswith(codecs.BOM_UTF8) else raw
+
+
+def _record(raw: bytes, part: Part, lineno: int, text_key: str, id_key: str) -> Tuple[Any, str]:
+    try:
+        line = raw.decode("utf8").rstrip("\r\n")
+    except UnicodeDecodeError as err:
+        why = f"not UTF-8 ({err.reason} at byte {err.start + 1} of the line)"
+        raise BadRecord(Errors.E308.format(line=lineno, path=part.path, why=why), why) from None
+    default_id = f"{part.key}:{lineno}"
+    if part.kind == "text":
+        return default_id, line
+    try:
+        record = json.loads(line)
+    except ValueError as err:
+        raise BadRecord(Errors.E302.format(line=lineno, path=part.path, why=err), f"not JSON ({err})") from None
+    if not isinstance(record, dict) or not isinstance(record.get(text_key), str):
+        raise BadRecord(Errors.E354.format(line=lineno, path=part.path, key=text_key),
+                        f"no text under the key '{text_key}'")
+    record_id = record.get(id_key, default_id)
+    for what, value in (("text", record[text_key]), ("id", record_id)):
+        # JSON's "\ud800" escapes decode to lone surrogates, which no UTF-8
+        # writer (tokenizer, output file) accepts.
+        try:
+            json.dumps(value, ensure_ascii=False).encode("utf8")
+        except UnicodeEncodeError as err:
+            why = f"its {what} holds a lone surrogate {err.object[err.start]!a}"
+            raise BadRecord(Errors.E308.format(line=lineno, path=part.path, why=why), why) from None
+    return record_id, record[text_key]
 
 
 def _read_docbin_part(part: Part, vocab) -> Iterator[Tuple[Any, Any]]:

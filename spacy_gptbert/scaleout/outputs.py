@@ -4,10 +4,14 @@ Layout of OUTPUT (a directory):
     manifest.json                    the plan: inputs (size, mtime), settings, pipeline (sha256), parts
     00000-<shard>-<hash>.00000.jsonl one file per finished part, names sort in input order
     .<part>.<random>.tmp             a part being written (never read; removed on the next run)
+    errors/<part>.tsv                the bad records of a part (file, line, reason), if it has any
+    errors.tsv                       all of them, in input order, after a run that met any
 
 A part file appears only through os.replace of a complete temporary file, so
 it is either whole or absent: a killed worker leaves no half part, and a part
 processed twice (a retried task) replaces itself instead of adding records.
+A part's errors file is written before its part file, so a finished part
+never lacks the list of records it skipped.
 """
 import json
 import os
@@ -20,6 +24,9 @@ from ..errors import Errors
 from .inputs import Part, Shard
 
 MANIFEST = "manifest.json"
+ERRORS_DIR = "errors"
+ERRORS_FILE = "errors.tsv"
+ERRORS_HEADER = "file\tline\treason\n"
 MANIFEST_FORMAT = "spacy-gptbert-apply/1"
 # Large per-doc arrays that the encoder keeps: not part of an output record.
 DROPPED_EXTENSIONS = ("bert_pooled", "bert_wordpieces")
@@ -91,6 +98,43 @@ def write_atomic(path: Path, data: bytes) -> None:
             tmp.unlink()
 
 
+# --- bad records ----------------------------------------------------------------
+
+def part_errors_path(output: Path, part: Part) -> Path:
+    return output / ERRORS_DIR / f"{part.name}.tsv"
+
+
+def write_part_errors(output: Path, part: Part, bad: List[Tuple[int, str]]) -> None:
+    """The (line, reason) of each bad record of a part; none: no file."""
+    path = part_errors_path(output, part)
+    if not bad:
+        path.unlink(missing_ok=True)  # left by a run killed before this part's file was written
+        return
+    path.parent.mkdir(exist_ok=True)
+    rows = "".join(f"{_one_field(part.path)}\t{line}\t{_one_field(reason)}\n" for line, reason in bad)
+    write_atomic(path, rows.encode("utf8"))
+
+
+def collect_errors(output: Path, parts: List[Part]) -> int:
+    """Write OUTPUT/errors.tsv from the parts' error files, in input order
+    (none: no file); returns the number of bad records."""
+    rows = []
+    for part in parts:
+        path = part_errors_path(output, part)
+        if path.exists():
+            rows.extend(path.read_text(encoding="utf8").splitlines(keepends=True))
+    target = output / ERRORS_FILE
+    if rows:
+        write_atomic(target, (ERRORS_HEADER + "".join(rows)).encode("utf8"))
+    else:
+        target.unlink(missing_ok=True)
+    return len(rows)
+
+
+def _one_field(text: str) -> str:
+    return " ".join(str(text).replace("\t", " ").splitlines())
+
+
 # --- manifest -----------------------------------------------------------------
 
 def make_manifest(shards: List[Shard], counts: List[int], parts: List[Part], fingerprint: Dict,
@@ -158,7 +202,7 @@ def prepare_output(output: Path, overwrite: bool) -> None:
         if overwrite:
             shutil.rmtree(output)
     output.mkdir(parents=True, exist_ok=True)
-    for stale in output.glob(".*.tmp"):  # left by a killed run; never a finished part
+    for stale in (*output.glob(".*.tmp"), *output.glob(f"{ERRORS_DIR}/.*.tmp")):  # left by a killed run
         stale.unlink(missing_ok=True)
 
 

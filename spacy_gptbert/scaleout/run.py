@@ -8,8 +8,8 @@ from typing import Any, Callable, Dict, Optional, Union
 from ..errors import Errors
 from .fingerprint import describe_pipeline
 from .inputs import Part, find_shards, plan_parts
-from .outputs import (check_manifest, finished, make_manifest, prepare_output, read_manifest,
-                      write_manifest)
+from .outputs import (ERRORS_FILE, check_manifest, collect_errors, finished, make_manifest, prepare_output,
+                      read_manifest, write_manifest)
 from .settings import ApplySettings
 
 BACKENDS = ("local", "ray")
@@ -21,8 +21,13 @@ class ApplyResult:
     n_records: int        # records in the whole output
     n_parts: int
     skipped_parts: int    # finished by an earlier run
-    processed_records: int
+    processed_records: int  # input records read by this run, bad ones included
     seconds: float
+    bad_records: int = 0  # input records left out, each listed in errors_path
+
+    @property
+    def errors_path(self) -> Path:
+        return self.output / ERRORS_FILE
 
     @property
     def docs_per_second(self) -> float:
@@ -36,8 +41,10 @@ def apply(input_path: Union[str, Path], output: Union[str, Path], settings: Appl
           on_part: Optional[Callable[[Part, int], None]] = None) -> ApplyResult:
     """Apply settings.pipeline to every record under input_path, writing part
     files under the directory `output`. Running it again with the same output
-    finishes an interrupted run; each input record is in the output once.
-    on_part(part, n_docs) is called in the driver as each part finishes."""
+    finishes an interrupted run; each input record is in the output once, or,
+    when it cannot be read (settings.strict: the run stops at it), listed in
+    OUTPUT/errors.tsv with its file, line and reason.
+    on_part(part, n_records) is called in the driver as each part finishes."""
     if backend not in BACKENDS:
         raise ValueError(Errors.E356.format(backend=backend, options=", ".join(BACKENDS)))
     if n_process < 1:
@@ -97,10 +104,11 @@ def apply(input_path: Union[str, Path], output: Union[str, Path], settings: Appl
     missing = [p.name for p, d in zip(parts, finished(output, parts, settings.output_format)) if not d]
     if missing:  # a backend returned without writing every part: never report success
         raise RuntimeError(Errors.E358.format(output=output, why=f"{len(missing)} parts missing, e.g. {missing[0]}"))
+    bad = collect_errors(output, parts)
     if not manifest.get("complete"):
         manifest["complete"] = True
         write_manifest(output, manifest)
-    return ApplyResult(output, total, len(parts), skipped, processed["n"], time.perf_counter() - start)
+    return ApplyResult(output, total - bad, len(parts), skipped, processed["n"], time.perf_counter() - start, bad)
 
 
 def _absolute_paths(settings: ApplySettings) -> ApplySettings:

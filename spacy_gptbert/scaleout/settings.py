@@ -21,6 +21,7 @@ class ApplySettings:
     code: Optional[str] = None  # a Python file with registered functions, imported by each worker
     gpu_id: int = -1            # >= 0: require this GPU in every worker (local --gpu-id)
     prefer_gpu: bool = False    # use the GPU Ray assigned to the actor, if thinc can
+    strict: bool = False        # a bad record stops the run, instead of going to OUTPUT/errors.tsv
 
     def __post_init__(self) -> None:
         if self.output_format not in OUTPUT_FORMATS:

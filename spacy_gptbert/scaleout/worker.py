@@ -9,7 +9,7 @@ from typing import Any, Dict
 
 from ..errors import Errors
 from .inputs import Part, read_part
-from .outputs import encode_part, part_path, write_atomic
+from .outputs import encode_part, part_path, write_atomic, write_part_errors
 from .settings import ApplySettings
 
 
@@ -44,11 +44,15 @@ class PartWorker:
         self.nlp = spacy.load(self.settings.pipeline)
 
     def process(self, part: Part) -> int:
-        """Process one part and write its file; returns its number of records."""
+        """Process one part and write its file (and its bad records' file);
+        returns its number of input records, bad ones included."""
         s = self.settings
-        records = list(read_part(part, s.text_key, s.id_key, self.nlp.vocab))
+        bad = []
+        on_bad = None if s.strict else (lambda line, reason: bad.append((line, reason)))
+        records = list(read_part(part, s.text_key, s.id_key, self.nlp.vocab, on_bad=on_bad))
         ids = [doc_id for doc_id, _ in records]
         docs = self.nlp.pipe((item for _, item in records), batch_size=s.batch_size)
         data, n = encode_part(zip(ids, docs), s.output_format, s.vectors)
+        write_part_errors(self.output, part, bad)
         write_atomic(part_path(self.output, part, s.output_format), data)
-        return n
+        return n + len(bad)

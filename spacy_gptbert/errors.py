@@ -167,6 +167,14 @@ class Errors(metaclass=ErrorsWithCodes):
     E113 = ("Labels must be non-empty strings, got {label!r}.")
     E114 = ("The encoder model is not initialized: its width is unknown. "
             "Call nlp.initialize() first.")
+    E118 = ("Unknown predict_precision '{value}'. Use one of: {options}. \"fp32\" "
+            "(the default) gives each doc the same result in any batch; \"mixed\" "
+            "predicts under the autocast of mixed_precision training (bf16 on a CPU "
+            "with bf16 instructions, fp16 on a GPU): faster, but a doc's scores then "
+            "depend on the batch it shares.")
+    E119 = ("quantize = true and predict_precision = \"{value}\" both choose how "
+            "the component predicts: int8, or {value}. Keep one: set "
+            "predict_precision = \"fp32\" to predict in int8, or quantize = false.")
     E115 = ("batch_by_length needs buffer >= 1 (batches' worth of examples sorted "
             "together), got {buffer}. Use e.g. buffer = 50.")
     # performance (E140-E159)

@@ -111,6 +111,25 @@ def is_windowed_model(node: Model) -> bool:
     return "kind" in node.attrs and node.attrs.get("convert_inputs") is convert_inputs
 
 
+# How the windowed models of a component predict: "fp32" (the default: a
+# doc's result does not depend on its batch), or "mixed": the autocast that
+# mixed_precision = true trains with (bf16 on a CPU with bf16 instructions,
+# fp16 on a GPU), faster but batch-dependent. int8 is the components'
+# `quantize` setting.
+PREDICT_PRECISIONS = ("fp32", "mixed")
+
+
+def set_predict_precision(model: Model, precision: str, quantize: bool = False) -> None:
+    """A component setting, read when the weights are attached (initialize or load)."""
+    if precision not in PREDICT_PRECISIONS:
+        raise ValueError(Errors.E118.format(value=precision, options=", ".join(PREDICT_PRECISIONS)))
+    if quantize and precision != "fp32":
+        raise ValueError(Errors.E119.format(value=precision))
+    for node in model.walk():
+        if is_windowed_model(node):
+            node.attrs["predict_precision"] = precision
+
+
 def init_windowed_model(model: Model, X=None, Y=None) -> None:
     """Load the pretrained weights (never in the constructor)."""
     if model.shims:
@@ -143,14 +162,18 @@ def attach_transformer(model: Model, hf_model, tokenizer) -> None:
     # thinc's shim autocasts for CUDA only; on CPU the module itself uses bf16 where the CPU has it.
     on_gpu = get_torch_default_device().type == "cuda"
     bf16 = cpu_bf16(model.attrs["mixed_precision"], on_gpu)
+    # Prediction runs in float32 unless asked otherwise: in bf16 (or fp16) a
+    # doc's result depends on the batch it shares.
+    predict_mixed = model.attrs.get("predict_precision", "fp32") == "mixed"
+    predict_bf16 = bf16 if predict_mixed and model.attrs["mixed_precision"] else cpu_bf16(predict_mixed, on_gpu)
     if model.attrs["kind"] == "seq_cls":
-        module = WindowedClassifier(hf_model, bf16)
+        module = WindowedClassifier(hf_model, bf16, predict_bf16)
         model.attrs["labels"] = [config.id2label[i] for i in range(config.num_labels)]
         width = config.num_labels
     else:
         if getattr(hf_model, "pooler", None) is not None:
             hf_model.pooler = None  # unused: we pool ourselves; saves compute and memory
-        module = WindowedEncoder(hf_model, bf16)
+        module = WindowedEncoder(hf_model, bf16, predict_bf16)
         width = config.hidden_size
     if model.attrs["freeze_embeddings"]:
         # The word-embedding matrix is about half of a small BERT's weights;
@@ -160,6 +183,7 @@ def attach_transformer(model: Model, hf_model, tokenizer) -> None:
         module,
         mixed_precision=model.attrs["mixed_precision"] and on_gpu,
         grad_scaler=PyTorchGradScaler(**model.attrs["grad_scaler_config"]),
+        predict_mixed_precision=predict_mixed and on_gpu,
     )
     model.shims[:] = [shim]
     model.attrs["tokenizer"] = tokenizer

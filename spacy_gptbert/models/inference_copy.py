@@ -80,7 +80,8 @@ def choose_copy(module: nn.Module, use_int8: bool, use_prepack: bool) -> Optiona
             # the layers int8 leaves float (outlier inputs, see quantize.py) run prepacked
             return "int8+onednn", functools.partial(quantize.quantized_copy, prepack_float=True)
         return "int8", quantize.quantized_copy
-    if use_prepack and not getattr(module, "mixed_precision", False) and prepack.prepack_available():
+    predicts_mixed = getattr(module, "predict_mixed_precision", getattr(module, "mixed_precision", False))
+    if use_prepack and not predicts_mixed and prepack.prepack_available():
         return "onednn", prepack.prepacked_copy
     return None
 

@@ -18,7 +18,7 @@ as in-place multi-tensor torch ops on the parameters' own device (see
 `torch_adam_step`); any other optimizer takes thinc's path unchanged.
 """
 import contextlib
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from thinc.api import Optimizer, PyTorchShim, xp2torch
@@ -46,6 +46,21 @@ def cpu_bf16(mixed_precision: bool, on_gpu: bool) -> bool:
 
 
 class AveragingPyTorchShim(PyTorchShim):
+    def __init__(self, *args, predict_mixed_precision: Optional[bool] = None, **kwargs) -> None:
+        """predict_mixed_precision: autocast (fp16, on CUDA) in predict; None
+        autocasts in predict as in training (thinc's behaviour)."""
+        super().__init__(*args, **kwargs)
+        self._predict_mixed_precision = (
+            self._mixed_precision if predict_mixed_precision is None else predict_mixed_precision)
+
+    def predict(self, inputs):
+        """thinc's predict, with the autocast of prediction rather than of training."""
+        self._model.eval()
+        with torch.no_grad(), torch.autocast(device_type="cuda", enabled=self._predict_mixed_precision):
+            outputs = self._model(*inputs.args, **inputs.kwargs)
+        self._model.train()
+        return outputs
+
     @contextlib.contextmanager
     def use_params(self, params):
         averaged = {

@@ -13,10 +13,16 @@ from .autocast import cpu_autocast
 
 
 class WindowedEncoder(nn.Module):
-    def __init__(self, transformer: nn.Module, mixed_precision: bool = False):
+    """mixed_precision: bf16 autocast on the CPU in training (with autograd);
+    predict_mixed_precision: the same in prediction (without autograd). They
+    differ because a bf16 prediction depends on the batch a doc shares (its
+    padding and chunk shapes), which a training step does not mind."""
+
+    def __init__(self, transformer: nn.Module, mixed_precision: bool = False, predict_mixed_precision: bool = False):
         super().__init__()
         self.transformer = transformer
         self.mixed_precision = mixed_precision
+        self.predict_mixed_precision = predict_mixed_precision
 
     def forward(
         self,
@@ -63,14 +69,14 @@ class WindowedEncoder(nn.Module):
         if torch.is_grad_enabled():
             return self._forward(chunks, content_pos, content_wp, content_scale, align_wp, align_token, align_scale,
                                  window_doc, window_scale, n_wordpieces, n_tokens, n_docs,
-                                 return_wordpieces, return_tokens)
+                                 return_wordpieces, return_tokens, self.mixed_precision)
         with torch.inference_mode():
             return self._forward(chunks, content_pos, content_wp, content_scale, align_wp, align_token, align_scale,
                                  window_doc, window_scale, n_wordpieces, n_tokens, n_docs,
-                                 return_wordpieces, return_tokens)
+                                 return_wordpieces, return_tokens, self.predict_mixed_precision)
 
     def _forward(self, chunks, content_pos, content_wp, content_scale, align_wp, align_token, align_scale,
-                 window_doc, window_scale, n_wordpieces, n_tokens, n_docs, return_wordpieces, return_tokens):
+                 window_doc, window_scale, n_wordpieces, n_tokens, n_docs, return_wordpieces, return_tokens, bf16):
         width = int(self.transformer.config.hidden_size)
         need_wordpieces = return_wordpieces or return_tokens
         wordpieces = None
@@ -78,7 +84,7 @@ class WindowedEncoder(nn.Module):
         pos_offset = 0  # real positions before this chunk (indexes content_pos)
         content_start = 0
         for input_ids, attention_mask in chunks:
-            with cpu_autocast(self.mixed_precision, input_ids.device):
+            with cpu_autocast(bf16, input_ids.device):
                 last = self.transformer(input_ids=input_ids, attention_mask=attention_mask)[0]
             last = last.float()  # pooled in float32 (a no-op without autocast)
             if wordpieces is None:
@@ -129,12 +135,14 @@ def _scatter_mean(
 
 class WindowedClassifier(nn.Module):
     """A fine-tuned sequence-classification model run over strided windows;
-    a doc's logits are the mean of its windows' logits."""
+    a doc's logits are the mean of its windows' logits. The precisions are
+    WindowedEncoder's."""
 
-    def __init__(self, classifier: nn.Module, mixed_precision: bool = False):
+    def __init__(self, classifier: nn.Module, mixed_precision: bool = False, predict_mixed_precision: bool = False):
         super().__init__()
         self.classifier = classifier
         self.mixed_precision = mixed_precision
+        self.predict_mixed_precision = predict_mixed_precision
 
     def forward(
         self,
@@ -146,13 +154,13 @@ class WindowedClassifier(nn.Module):
     ) -> torch.Tensor:
         if not torch.is_grad_enabled():
             with torch.inference_mode():
-                return self._forward(chunks, window_doc, window_scale, n_docs)
-        return self._forward(chunks, window_doc, window_scale, n_docs)
+                return self._forward(chunks, window_doc, window_scale, n_docs, self.predict_mixed_precision)
+        return self._forward(chunks, window_doc, window_scale, n_docs, self.mixed_precision)
 
-    def _forward(self, chunks, window_doc, window_scale, n_docs) -> torch.Tensor:
+    def _forward(self, chunks, window_doc, window_scale, n_docs, bf16) -> torch.Tensor:
         logits = []
         for ids, mask in chunks:
-            with cpu_autocast(self.mixed_precision, ids.device):
+            with cpu_autocast(bf16, ids.device):
                 logits.append(self.classifier(input_ids=ids, attention_mask=mask).logits.float())
         logits = torch.cat(logits, dim=0)  # (n_windows, n_labels), windows in processing order
         return _scatter_mean(logits, window_doc, window_scale, n_docs, logits.shape[1])

@@ -12,7 +12,7 @@ from spacy.vocab import Vocab
 from thinc.api import Config, Model, Optimizer, Ragged, set_dropout_rate
 
 from ..errors import Errors
-from ..models.encoder import EncoderOutput, is_windowed_model
+from ..models.encoder import EncoderOutput, is_windowed_model, set_predict_precision
 from ..models.listener import EncoderListener
 from ..models.pooling import check_pooling
 from ..models.inference_copy import use_inference_copy
@@ -46,11 +46,12 @@ hooks.register_extensions()
         "store_wordpieces": False,
         "quantize": False,
         "onednn_prepack": True,
+        "predict_precision": "fp32",
     },
 )
 def make_bert_encoder(
     nlp: Language, name: str, model: Model, doc_pooling: str, store_wordpieces: bool, quantize: bool = False,
-    onednn_prepack: bool = True,
+    onednn_prepack: bool = True, predict_precision: str = "fp32",
 ):
     """doc_pooling: "mean" or "cls", what doc.vector / span similarity use.
     store_wordpieces: also keep the wordpiece outputs in doc._.bert_wordpieces
@@ -58,19 +59,22 @@ def make_bert_encoder(
     copy of the transformer's linear layers (those with outlier inputs stay
     float; training and saving use the float weights). onednn_prepack: fp32
     prediction on the CPU runs the linear layers with oneDNN's prepacked
-    kernels (same arithmetic, faster; one extra copy of the linear weights)."""
+    kernels (same arithmetic, faster; one extra copy of the linear weights).
+    predict_precision: "fp32" (a doc's vectors do not depend on its batch) or
+    "mixed" (the autocast of mixed_precision training, batch-dependent)."""
     return BertEncoder(nlp.vocab, model, name, doc_pooling=doc_pooling, store_wordpieces=store_wordpieces,
-                       quantize=quantize, onednn_prepack=onednn_prepack)
+                       quantize=quantize, onednn_prepack=onednn_prepack, predict_precision=predict_precision)
 
 
 class BertEncoder(HFSerializationMixin, TrainablePipe):
     def __init__(
         self, vocab: Vocab, model: Model, name: str = "bert_encoder", *,
         doc_pooling: str = "mean", store_wordpieces: bool = False, quantize: bool = False,
-        onednn_prepack: bool = True,
+        onednn_prepack: bool = True, predict_precision: str = "fp32",
     ) -> None:
         if quantize:
             check_quantization_available()
+        set_predict_precision(model, predict_precision, quantize)
         # Inference settings: not in cfg, so never saved with the weights.
         self.quantize = quantize
         self.onednn_prepack = onednn_prepack

@@ -17,7 +17,7 @@ from thinc.api import Config, ConfigValidationError, Model, Optimizer, set_dropo
 from thinc.types import Floats2d
 
 from ..errors import Errors, Warnings, warn
-from ..models.encoder import is_windowed_model
+from ..models.encoder import is_windowed_model, set_predict_precision
 from ..models.inference_copy import use_inference_copy
 from ..models.quantize import check_quantization_available
 from .serialization import HFSerializationMixin
@@ -55,6 +55,7 @@ DISTRIBUTION_TOLERANCE = 1e-3
         "scorer": {"@scorers": "spacy-gptbert.textcat_scorer.v1"},
         "quantize": False,
         "onednn_prepack": True,
+        "predict_precision": "fp32",
         "label_smoothing": 0.0,
         "distill_temperature": 1.0,
         "gold_weight": 0.0,
@@ -69,6 +70,7 @@ def make_bert_textcat(
     nlp: Language, name: str, model: Model, exclusive_classes: bool, threshold: float,
     labels: List[str], scorer: Optional[Callable], quantize: bool = False, label_smoothing: float = 0.0,
     onednn_prepack: bool = True, distill_temperature: float = 1.0, gold_weight: float = 0.0,
+    predict_precision: str = "fp32",
 ):
     """exclusive_classes: one label per doc (softmax + cross-entropy) or any
     number (sigmoid + binary cross-entropy). threshold: a multi-label class is
@@ -79,6 +81,8 @@ def make_bert_textcat(
     float weights). onednn_prepack: fp32
     prediction on the CPU runs the linear layers with oneDNN's prepacked
     kernels (same arithmetic, faster; one extra copy of the linear weights).
+    predict_precision: "fp32" (a doc's scores do not depend on its batch) or
+    "mixed" (the autocast of mixed_precision training, batch-dependent).
     label_smoothing: train on gold labels moved this far towards uniform
     (exclusive: towards 1/K for each of K classes; multi-label: towards 0.5 for
     each label).
@@ -92,6 +96,7 @@ def make_bert_textcat(
         nlp.vocab, model, name, exclusive_classes=exclusive_classes, threshold=threshold,
         labels=labels, scorer=scorer, quantize=quantize, label_smoothing=label_smoothing,
         onednn_prepack=onednn_prepack, distill_temperature=distill_temperature, gold_weight=gold_weight,
+        predict_precision=predict_precision,
     )
 
 
@@ -159,6 +164,7 @@ class BertTextCategorizer(HFSerializationMixin, TrainablePipe):
         exclusive_classes: bool = True, threshold: float = 0.5, labels: Sequence[str] = (),
         scorer: Optional[Callable] = textcat_score, quantize: bool = False, label_smoothing: float = 0.0,
         onednn_prepack: bool = True, distill_temperature: float = 1.0, gold_weight: float = 0.0,
+        predict_precision: str = "fp32",
     ) -> None:
         if not 0.0 < threshold < 1.0:
             raise ValueError(Errors.E111.format(threshold=threshold))
@@ -180,6 +186,7 @@ class BertTextCategorizer(HFSerializationMixin, TrainablePipe):
         # Inference settings: not in cfg, so never saved with the weights.
         self.quantize = quantize
         self.onednn_prepack = onednn_prepack
+        set_predict_precision(model, predict_precision, quantize)
         # Training settings, from the config.
         self.label_smoothing = label_smoothing
         self.distill_temperature = distill_temperature

@@ -91,7 +91,8 @@ def test_default_encoder_predicts_with_the_copy_and_agrees_with_torch_kernels(ti
 @pytest.mark.parametrize("settings,model,expected", [
     ({"quantize": True}, {}, {"int8+onednn"}),  # int8 wins over the fp32 copy; its float layers prepacked
     ({"quantize": True, "onednn_prepack": False}, {}, {"int8"}),
-    ({}, {"mixed_precision": True}, set()),  # bf16 autocast runs torch's bf16 kernels
+    ({}, {"mixed_precision": True}, {"onednn"}),  # trained in bf16, predicts in fp32 by default
+    ({"predict_precision": "mixed"}, {"mixed_precision": True}, set()),  # bf16 autocast runs torch's bf16 kernels
 ])
 def test_copy_choice(tiny_bert, settings, model, expected, monkeypatch):
     monkeypatch.setattr(shim, "native_bf16", lambda: True)  # bf16 autocast even on CPUs without bf16 instructions

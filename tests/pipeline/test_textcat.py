@@ -334,3 +334,36 @@ def test_unknown_model_name_is_caught_at_initialize(tmp_path):
     nlp = make_nlp(str(tmp_path / "missing-model"))
     with pytest.raises(OSError, match="E001"):
         nlp.initialize(lambda: examples(nlp))
+
+
+def test_a_mixed_precision_pipeline_predicts_in_fp32_unless_asked(tiny_bert, tmp_path, monkeypatch):
+    """Trained with mixed_precision = true, a pipeline predicts in float32 by
+    default, so a doc's cats do not depend on the batch it shares; bf16
+    prediction is a choice made at load time (predict_precision = "mixed")."""
+    from spacy_gptbert.models import shim
+
+    monkeypatch.setattr(shim, "native_bf16", lambda: True)  # bf16 autocast on any CPU (emulated there)
+    nlp = make_nlp(tiny_bert, model={"mixed_precision": True})
+    spacy.util.fix_random_seed(0)
+    _overfit(nlp, examples(nlp), steps=4)
+    nlp.to_disk(tmp_path / "p")
+    texts = [t for t, _ in TRAIN] + ["i hated the ending " * 12]
+    fp32 = spacy.load(tmp_path / "p", config={"components": {"bert_textcat": {"model": {"mixed_precision": False}}}})
+    want = [doc.cats for doc in fp32.pipe(texts)]
+    loaded = spacy.load(tmp_path / "p")
+    for text, cats, piped in zip(texts, want, loaded.pipe(texts, batch_size=len(texts))):
+        assert loaded(text).cats == pytest.approx(cats, abs=1e-6)
+        assert piped.cats == pytest.approx(cats, abs=1e-6)
+    mixed = spacy.load(tmp_path / "p", config={"components": {"bert_textcat": {"predict_precision": "mixed"}}})
+    bf16 = [doc.cats for doc in mixed.pipe(texts)]
+    assert max(abs(a[label] - b[label]) for a, b in zip(bf16, want) for label in a) > 1e-5  # fp32 runs: < 1e-6
+
+
+@pytest.mark.parametrize("config,code", [
+    ({"predict_precision": "bf32"}, "E118"),
+    ({"predict_precision": "mixed", "quantize": True}, "E119"),
+])
+def test_bad_predict_precision(config, code):
+    nlp = spacy.blank("en")
+    with pytest.raises(ValueError, match=code):
+        nlp.add_pipe("bert_textcat", config=config)

@@ -161,9 +161,11 @@ class Errors(metaclass=ErrorsWithCodes):
             "to use the model's id2label, or fine-tune a new head.")
     E117 = ("The {where} has labels {unknown} that the fine-tuned classifier in "
             "'{name}' does not have: its head predicts {model_labels} (its id2label). "
-            "Relabel the data to those names (for example `convert --label-names "
-            "0=NEGATIVE,1=POSITIVE`), or train a new head on the model's encoder with "
-            "spacy-gptbert.BertTextCat.v1.")
+            "Relabel the data to those names: convert it again with --label-names "
+            "mapping each raw label to a name, e.g. for a TSV with 'sentence' and "
+            "'label' columns labelled 0 and 1: `python -m spacy_gptbert convert "
+            "train.tsv train.spacy --format tsv --label-names 0=NEGATIVE,1=POSITIVE`. "
+            "Or train a new head on the model's encoder with spacy-gptbert.BertTextCat.v1.")
     E113 = ("Labels must be non-empty strings, got {label!r}.")
     E114 = ("The encoder model is not initialized: its width is unknown. "
             "Call nlp.initialize() first.")
@@ -231,10 +233,8 @@ class Errors(metaclass=ErrorsWithCodes):
             "as UTF-8 and fix or remove that line (JSON text may not hold a lone "
             "surrogate such as \\ud800). apply without --strict lists such records in "
             "errors.tsv under its output and goes on.")
-    E308 = ("Line {line} of '{path}' is not a readable record: {why}. Save the file "
-            "as UTF-8 and fix or remove that line (JSON text may not hold a lone "
-            "surrogate such as \\ud800). apply without --strict lists such records in "
-            "errors.tsv under its output and goes on.")
+    E309 = ("Invalid --label-names item '{item}' in '{value}': give raw=name pairs "
+            "separated by commas, e.g. 0=NEGATIVE,1=POSITIVE.")
     # project workflows and continued MLM pretraining (E320-E349)
     E360 = ("The pipeline has no component '{name}' (its components: {pipes}). "
             "Give --component the name of its text classifier.")

@@ -7,7 +7,7 @@ from tqdm import tqdm
 from wasabi import msg
 
 from ..errors import Errors
-from ..training.convert import label_set, read_trec, read_tsv, split, to_docbin
+from ..training.convert import label_set, parse_label_names, read_trec, read_tsv, split, to_docbin
 from .apply import apply_command
 from .download import download_command
 from .label import label_command
@@ -42,21 +42,26 @@ def convert(
     fixed_labels: Optional[str] = typer.Option(
         None, "--labels", help="Comma-separated label set and order for doc.cats (default: the labels in "
         "the data). Give the same list to every file of a data set so that all share one label set"),
+    label_names: Optional[str] = typer.Option(
+        None, "--label-names", help="Rename raw labels: raw=name pairs, e.g. 0=NEGATIVE,1=POSITIVE (the names "
+        "of a fine-tuned classifier's id2label). Labels not listed keep their name; --labels takes the "
+        "new names. sst2's default: 0=NEGATIVE,1=POSITIVE"),
 ) -> None:
     """Convert a text-classification data set into .spacy files with doc.cats."""
     if fmt not in FORMATS:
         msg.fail(Errors.E303.format(fmt=fmt, options=", ".join(FORMATS)), exits=1)
-    if fmt == "sst2":
-        records = list(read_tsv(input_path, "sentence", "label", SST2_NAMES))
-    elif fmt == "tsv":
-        records = list(read_tsv(input_path, text_column, label_column))
-    else:
-        records = list(read_trec(input_path, fine=fmt == "trec-fine"))
-    if limit:
-        records = records[:limit]
     try:
+        names = parse_label_names(label_names) if label_names is not None else None
+        if fmt == "sst2":
+            records = list(read_tsv(input_path, "sentence", "label", SST2_NAMES if names is None else names))
+        elif fmt == "tsv":
+            records = list(read_tsv(input_path, text_column, label_column, names))
+        else:
+            records = list(read_trec(input_path, fine=fmt == "trec-fine", label_names=names))
+        if limit:
+            records = records[:limit]
         labels = label_set(records, [x for x in (fixed_labels or "").split(",") if x])
-    except ValueError as err:
+    except (OSError, ValueError) as err:
         msg.fail(str(err), exits=1)
     nlp = spacy.blank(lang)
     parts = [(output_path, records)]

@@ -1,5 +1,6 @@
 """Turn the TSV and label files of text-classification data sets into .spacy
-DocBins with doc.cats, so `spacy train` can read them."""
+DocBins with doc.cats, so `spacy train` can read them. The one TSV reader:
+generator_data.py reads its TSV input with read_tsv too."""
 import csv
 import random
 from pathlib import Path
@@ -15,25 +16,48 @@ Record = Tuple[str, List[str]]  # text, its labels
 
 def read_tsv(path: Path, text_column: str = "sentence", label_column: str = "label",
              label_names: Optional[Dict[str, str]] = None) -> Iterator[Record]:
-    """A header-led TSV (GLUE style). Labels may be separated by ',' for multi-label data."""
+    """A header-led TSV (GLUE style), UTF-8 (a byte order mark is dropped).
+    Labels may be separated by ',' for multi-label data; label_names renames
+    raw labels (parse_label_names)."""
     try:
-        handle = open(path, encoding="utf8", newline="")
+        handle = open(path, encoding="utf-8-sig", newline="")
     except OSError as err:
         raise OSError(Errors.E301.format(path=path, err=err)) from None
     with handle:
-        reader = csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
-        for field in (text_column, label_column):
-            if field not in (reader.fieldnames or []):
-                raise ValueError(Errors.E302.format(line=1, path=path, why=f"no column '{field}' in the header {reader.fieldnames}"))
-        for i, row in enumerate(reader, start=2):
-            text, raw = row[text_column], row[label_column]
-            if text is None or raw is None:
-                raise ValueError(Errors.E302.format(line=i, path=path, why="too few columns"))
-            labels = [label_names.get(x, x) if label_names else x for x in raw.split(",") if x != ""]
-            yield text, labels
+        try:
+            reader = csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
+            for field in (text_column, label_column):
+                if field not in (reader.fieldnames or []):
+                    raise ValueError(Errors.E302.format(line=1, path=path, why=(
+                        f"no column '{field}' in the header {reader.fieldnames} (the first line must name the "
+                        "text and label columns)")))
+            for i, row in enumerate(reader, start=2):
+                text, raw = row[text_column], row[label_column]
+                if text is None or raw is None:
+                    raise ValueError(Errors.E302.format(line=i, path=path, why="too few columns"))
+                yield text, rename([x for x in raw.split(",") if x != ""], label_names)
+        except UnicodeDecodeError as err:
+            raise ValueError(Errors.E301.format(path=path, err=f"{err}; save it as UTF-8")) from None
 
 
-def read_trec(path: Path, fine: bool = False) -> Iterator[Record]:
+def parse_label_names(value: str) -> Dict[str, str]:
+    """--label-names "0=NEGATIVE,1=POSITIVE" -> {"0": "NEGATIVE", "1": "POSITIVE"}."""
+    names: Dict[str, str] = {}
+    for item in (x.strip() for x in value.split(",")):
+        if not item:
+            continue
+        raw, sep, name = item.partition("=")
+        if not sep or not raw or not name:
+            raise ValueError(Errors.E309.format(item=item, value=value))
+        names[raw] = name
+    return names
+
+
+def rename(labels: List[str], label_names: Optional[Dict[str, str]]) -> List[str]:
+    return [label_names.get(x, x) for x in labels] if label_names else labels
+
+
+def read_trec(path: Path, fine: bool = False, label_names: Optional[Dict[str, str]] = None) -> Iterator[Record]:
     """TREC question classification: `COARSE:fine question ?` per line, ISO-8859-1."""
     try:
         lines = Path(path).read_text(encoding="latin-1").splitlines()
@@ -45,7 +69,7 @@ def read_trec(path: Path, fine: bool = False) -> Iterator[Record]:
         label, _, text = line.partition(" ")
         if ":" not in label or not text:
             raise ValueError(Errors.E302.format(line=i, path=path, why="expected 'COARSE:fine question'"))
-        yield text.strip(), [label if fine else label.split(":")[0]]
+        yield text.strip(), rename([label if fine else label.split(":")[0]], label_names)
 
 
 def label_set(records: List[Record], fixed: Optional[List[str]] = None) -> List[str]:

@@ -9,8 +9,11 @@ Plain text is cut into blocks of about `block_chars` characters at paragraph,
 then line boundaries (one Doc per block), and the last `dev_fraction` of the
 text becomes dev.spacy (blocks of `dev_block_chars`). JSONL lines are {"prompt", "completion"} (Doc text =
 prompt, doc._.completion = completion) or {"text", "label"} (Doc text = text,
-one-hot doc.cats over all labels in the file, or over --labels). TSV is `text<TAB>label` with
-an optional header (SST-2's format).
+one-hot doc.cats over all labels in the file, or over --labels). TSV has a header
+naming its `sentence` and `label` columns (SST-2's format) and is read as
+`python -m spacy_gptbert convert --format tsv` reads it (training/convert.py),
+texts stripped; `convert` reads other column names, and its output is generator
+data too.
 """
 import argparse
 import json
@@ -22,7 +25,7 @@ from spacy.tokens import Doc, DocBin
 from tqdm import tqdm
 
 from ..errors import Errors
-from .convert import label_set
+from .convert import label_set, parse_label_names, read_tsv, to_docbin
 
 FORMATS = ("text", "jsonl", "tsv")
 
@@ -121,22 +124,9 @@ def docs_from_records(nlp: Language, records: Iterable[Tuple[int, dict]], path: 
     return docs
 
 
-def read_tsv(path: Path) -> Iterator[Tuple[int, dict]]:
-    """text<TAB>label lines; a first line 'sentence<TAB>label' is a header."""
-    for i, line in enumerate(_read(path).splitlines(), start=1):
-        if not line.strip():
-            continue
-        parts = line.rsplit("\t", 1)
-        if len(parts) != 2:
-            raise ValueError(Errors.E302.format(line=i, path=path, why="expected text<TAB>label"))
-        if i == 1 and parts[1].strip().lower() == "label":
-            continue
-        yield i, {"text": parts[0].strip(), "label": parts[1].strip()}
-
-
 def _read(path: Path) -> str:
     try:
-        return Path(path).read_text(encoding="utf8")
+        return Path(path).read_text(encoding="utf-8-sig")  # a byte order mark is not text
     except (OSError, UnicodeDecodeError) as err:
         raise ValueError(Errors.E301.format(path=path, err=err)) from None
 
@@ -178,7 +168,14 @@ def convert(fmt: str, input_path: Path, output: Path, *, lang: str = "en", block
                 "dev": write_docs(docs_from_text(nlp, dev, dev_block_chars or block_chars), output / "dev.spacy"),
             }
         return {"docs": write_docs(docs_from_text(nlp, text, block_chars), output)}
-    records = read_jsonl(input_path) if fmt == "jsonl" else read_tsv(input_path)
+    if fmt == "tsv":
+        # Stripped: a completion's trailing space (SST-2 ends every sentence with one) would be a token to learn.
+        rows = [(text.strip(), names) for text, names in read_tsv(input_path, label_names=label_names)]
+        rows = [row for row in rows if len(row[0].split()) >= min_words][: limit or None]
+        output.parent.mkdir(parents=True, exist_ok=True)
+        to_docbin(nlp, rows, label_set(rows, labels)).to_disk(output)
+        return {"docs": len(rows)}
+    records = read_jsonl(input_path)
     if min_words:
         records = (r for r in records if _n_words(r[1]) >= min_words)
     if limit:
@@ -189,11 +186,6 @@ def convert(fmt: str, input_path: Path, output: Path, *, lang: str = "en", block
 def _n_words(record: dict) -> int:
     text = record.get("completion", record.get("text"))
     return len(text.split()) if isinstance(text, str) else 0
-
-
-def _parse_label_names(value: str) -> Dict[str, str]:
-    pairs = [item.split("=", 1) for item in value.split(",") if item]
-    return {k: v for k, v in pairs}
 
 
 def main(argv: Optional[List[str]] = None) -> None:
@@ -215,7 +207,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--min-words", type=int, default=0, help="drop jsonl/tsv records with fewer words")
     args = parser.parse_args(argv)
     counts = convert(args.format, args.input, args.output, lang=args.lang, block_chars=args.block_chars,
-                     dev_fraction=args.dev_fraction, dev_block_chars=args.dev_block_chars, label_names=_parse_label_names(args.label_names),
+                     dev_fraction=args.dev_fraction, dev_block_chars=args.dev_block_chars, label_names=parse_label_names(args.label_names),
                      limit=args.limit, min_words=args.min_words,
                      labels=[x for x in args.labels.split(",") if x] or None)
     print(json.dumps(counts))

@@ -119,7 +119,9 @@ class Errors(metaclass=ErrorsWithCodes):
             "nlp.pipe) so they are tokenized first.")
     E102 = ("Invalid window settings: window={window}, stride={stride}. Need "
             "0 < stride <= window <= {max_window} (the model's positions minus the "
-            "special tokens).")
+            "special tokens, and for RoBERTa-style models such as MPNet minus the "
+            "pad_token_id + 1 positions they never use: 514 positions take windows "
+            "of 510).")
     E103 = ("Unknown pooling '{pooling}'. Use one of: {options}.")
     E104 = ("The listener in '{name}' got no output of '{upstream}' for this "
             "training batch, and the docs carry no annotations of it: '{upstream}' "

@@ -20,7 +20,7 @@ from thinc.api import (
 from thinc.types import Floats2d
 
 from ..errors import Errors, Warnings
-from .hf_loading import load_pretrained
+from .hf_loading import load_pretrained, usable_positions
 from .shim import AveragingPyTorchShim, cpu_bf16
 
 WINDOW_MARGIN = 2  # room for the special tokens around each window ([CLS] ... [SEP])
@@ -155,7 +155,7 @@ def attach_transformer(model: Model, hf_model, tokenizer) -> None:
     from .torch_encoder import WindowedClassifier, WindowedEncoder
 
     config = hf_model.config
-    max_window = int(getattr(config, "max_position_embeddings", 512)) - WINDOW_MARGIN
+    max_window = usable_positions(hf_model) - WINDOW_MARGIN
     window, stride = model.attrs["window"], model.attrs["stride"]
     if not (0 < stride <= window <= max_window):
         raise ValueError(Errors.E102.format(window=window, stride=stride, max_window=max_window))

@@ -258,6 +258,23 @@ def check_model_kind(path: Path, config: dict, expect: str) -> None:
             ))
 
 
+def position_offset(hf_model) -> int:
+    """The position id of a sequence's first token: 0 for BERT; padding_idx + 1
+    for RoBERTa-style models (RoBERTa, XLM-R, CamemBERT, MPNet), whose
+    embeddings keep a `padding_idx` and number real tokens from there."""
+    embeddings = getattr(getattr(hf_model, "base_model", hf_model), "embeddings", None)
+    padding_idx = getattr(embeddings, "padding_idx", None)
+    return 0 if padding_idx is None else int(padding_idx) + 1
+
+
+def usable_positions(hf_model) -> int:
+    """How many tokens, special tokens included, one sequence may hold: the
+    position table less the rows below the first position (position_offset):
+    MPNet's 514 positions hold 512 tokens, a BERT's 512 hold 512."""
+    n_positions = int(getattr(hf_model.config, "max_position_embeddings", None) or 512)
+    return n_positions - position_offset(hf_model)
+
+
 def save_pretrained(model, tokenizer, path: Union[str, Path]) -> None:
     """Write a standard Hugging Face directory: config, tokenizer, safetensors."""
     path = Path(path)

@@ -23,6 +23,7 @@ from torch import nn
 
 from ..errors import Errors
 from . import prepack
+from .hf_loading import usable_positions
 
 
 def _supported_engines():
@@ -56,7 +57,7 @@ def input_outlier_ratios(module: nn.Module) -> Dict[str, float]:
         return {}
     config = hf_model.config
     n_windows, length = _CALIBRATION_SHAPE
-    length = min(length, getattr(config, "max_position_embeddings", length) or length)
+    length = min(length, usable_positions(hf_model))
     generator = torch.Generator().manual_seed(0)
     device = next(hf_model.parameters()).device
     ids = torch.randint(config.vocab_size, (n_windows, length), generator=generator).to(device)

@@ -69,6 +69,20 @@ def minilm_dir() -> str:
     return str(gt.get_model_path())
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a test module that asks for it (pytestmark =
+    pytest.mark.usefixtures("one_torch_thread")): tiny models gain nothing
+    from threads, and on a shared 2-core machine extra threads only spin
+    against other processes."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(autouse=True)
 def _offline(monkeypatch):
     """Never wait ~50 s for a hub that cannot be reached."""

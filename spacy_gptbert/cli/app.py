@@ -93,7 +93,8 @@ DEMO_TEXTS = [
 
 # what `demo --metrics` prints of a `spacy evaluate` JSON, when there
 DEMO_METRICS = ("cats_acc", "cats_score", "cats_macro_f", "cats_macro_auc",
-                "gen_agreement", "gen_loss_per_char", "gen_ppl", "speed")
+                "gen_agreement", "gen_loss_per_char", "gen_ppl",
+                "gen_distinct_1", "gen_distinct_2", "gen_repeat_4gram", "speed")
 
 
 @app.command("demo")

@@ -6,7 +6,8 @@ Training uses the causal-LM loss in two modes:
     "lm"      the Doc text is the target (continued pretraining / from scratch);
     "prompt"  the prompt comes from the reference Doc (text and/or gold cats),
               the loss covers the completion only (prompt targets masked).
-Scoring reports perplexity, bits and nats per character on the dev Docs and,
+Scoring reports perplexity, bits and nats per character on the dev Docs, the
+diversity of the generated texts (distinct n-grams, repeated 4-grams) and,
 with a bert_textcat in the pipeline, how often the generated text is
 classified as the label that was asked for.
 """
@@ -48,7 +49,8 @@ grad_scaler_config = {}
 trust_remote_code = false
 """
 DEFAULT_CONFIG = Config().from_str(DEFAULT_CONFIG_STR)
-SCORE_KEYS = ("gen_score", "gen_loss_per_char", "gen_bpc", "gen_ppl", "gen_agreement")
+QUALITY_KEYS = ("gen_distinct_1", "gen_distinct_2", "gen_repeat_4gram")
+SCORE_KEYS = ("gen_score", "gen_loss_per_char", "gen_bpc", "gen_ppl", "gen_agreement") + QUALITY_KEYS
 MODES = ("lm", "prompt")
 EVAL_BATCH_ROWS = 16  # rows per no-grad forward when scoring
 
@@ -78,6 +80,7 @@ EVAL_BATCH_ROWS = 16  # rows per no-grad forward when scoring
     # Weight 0.0 shows a score in the training table without weighting it.
     default_score_weights={
         "gen_score": 1.0, "gen_loss_per_char": 0.0, "gen_ppl": 0.0, "gen_bpc": None, "gen_agreement": None,
+        "gen_distinct_1": None, "gen_distinct_2": None, "gen_repeat_4gram": None,
     },
 )
 def make_gpt_generator(
@@ -121,10 +124,13 @@ def generator_score(
 ) -> Dict[str, Any]:
     """gen_ppl, gen_loss_per_char (nats/char), gen_bpc (bits/char), gen_score
     (exp(-nats/char)) from lm_stats = [(nll, n_tokens, n_chars) per example],
-    which GPTGenerator.score computes with its model; gen_agreement when an
-    nlp with a bert_textcat is given. Missing inputs give None, never an error."""
+    which GPTGenerator.score computes with its model; gen_distinct_1,
+    gen_distinct_2 and gen_repeat_4gram from the predicted docs' generations
+    (generation_quality); gen_agreement when an nlp with a bert_textcat is
+    given. Missing inputs give None, never an error."""
     examples = list(examples)
     scores: Dict[str, Any] = {key: None for key in SCORE_KEYS}
+    scores.update(generation_quality(generated_texts(eg.predicted for eg in examples)))
     if lm_stats:
         nll = sum(s[0] for s in lm_stats)
         n_tokens = sum(s[1] for s in lm_stats)
@@ -137,6 +143,41 @@ def generator_score(
             scores["gen_score"] = math.exp(-nll / n_chars)
     if nlp is not None:
         scores["gen_agreement"] = generation_agreement(nlp, [eg.predicted for eg in examples], textcat)
+    return scores
+
+
+def generated_texts(docs: Iterable[Doc]) -> List[str]:
+    """Every generation of the docs: doc._.generations (all
+    num_return_sequences of them), else doc._.generation when set."""
+    texts: List[str] = []
+    for doc in docs:
+        if doc._.generations is not None:
+            texts.extend(doc._.generations)
+        elif doc._.generation is not None:
+            texts.append(doc._.generation)
+    return texts
+
+
+def ngrams(words: Sequence[str], n: int) -> List[Tuple[str, ...]]:
+    return [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
+
+
+def generation_quality(texts: Sequence[str]) -> Dict[str, Optional[float]]:
+    """Diversity of generated texts, on whitespace tokens (str.split: case and
+    punctuation kept as generated, so "film" and "film." differ):
+    gen_distinct_n = distinct n-grams / all n-grams, counted over all texts
+        together, n-grams within one text (Li et al., 2016); 1.0 means no
+        n-gram occurs twice anywhere, low values mean the texts repeat
+        themselves or each other. None when no text has n words.
+    gen_repeat_4gram = share of texts in which some 4-gram occurs twice or
+        more (degenerate loops); None when there are no texts."""
+    words = [text.split() for text in texts]
+    scores: Dict[str, Optional[float]] = {}
+    for n in (1, 2):
+        grams = [gram for w in words for gram in ngrams(w, n)]
+        scores[f"gen_distinct_{n}"] = len(set(grams)) / len(grams) if grams else None
+    repeats = [len(set(ngrams(w, 4))) < len(ngrams(w, 4)) for w in words]
+    scores["gen_repeat_4gram"] = sum(repeats) / len(repeats) if repeats else None
     return scores
 
 

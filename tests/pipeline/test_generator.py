@@ -15,7 +15,7 @@ from thinc.api import Adam
 
 from spacy_gptbert.models import generator_model as lm_model
 from spacy_gptbert.models.gpt import Rows
-from spacy_gptbert.pipeline.generator import generation_agreement, generator_score
+from spacy_gptbert.pipeline.generator import generation_agreement, generation_quality, generator_score
 from spacy_gptbert.pipeline.prompts import TemplatePrompt, as_prompt, format_cats, get_prompt_function
 from spacy_gptbert.training import generator_data
 
@@ -44,14 +44,7 @@ def examples(nlp, texts=SENTENCES):
     return [Example(nlp.make_doc(t), nlp.make_doc(t)) for t in texts]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny models gain nothing from threads, and on a shared 2-core machine
-    extra threads spin against other processes (10x slower steps)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest.py: 10x faster steps on a shared CPU
 
 
 def train(nlp, egs, steps=300, lr=1e-2):
@@ -262,6 +255,33 @@ def test_scores_and_agreement_without_nlp_or_textcat(trained_nlp):
     assert bare["gen_ppl"] is None and bare["gen_agreement"] is None
     stats = generator_score(egs, lm_stats=[(2.0, 4, 10)])
     assert stats["gen_ppl"] == pytest.approx(2.718281828 ** 0.5) and stats["gen_loss_per_char"] == 0.2
+
+
+def test_generation_quality_by_hand():
+    """Whitespace tokens. Unigrams: 6 + 6 + 2 = 14, distinct {the, cat, sat,
+    on, mat, good, .} = 7. Bigrams: 5 + 5 + 1 = 11, distinct {the cat, cat sat,
+    sat on, on the, the mat, cat the, good .} = 7. Only the second text repeats
+    a 4-gram ("the cat the cat"); the empty one counts as a generation."""
+    texts = ["the cat sat on the mat", "the cat the cat the cat", "good .", ""]
+    assert generation_quality(texts) == {"gen_distinct_1": 7 / 14, "gen_distinct_2": 7 / 11,
+                                         "gen_repeat_4gram": 1 / 4}
+    nothing = {"gen_distinct_1": None, "gen_distinct_2": None, "gen_repeat_4gram": None}
+    assert generation_quality([]) == nothing
+    assert generation_quality(["one"]) == {**nothing, "gen_distinct_1": 1.0, "gen_repeat_4gram": 0.0}
+
+
+def test_scorer_reports_quality_over_all_generations():
+    """Every doc._.generations entry (num_return_sequences > 1) counts; a doc
+    without generations adds nothing."""
+    nlp = spacy.blank("en")
+    docs = [nlp.make_doc(t) for t in ("x", "y", "z")]
+    docs[0]._.generations, docs[0]._.generation = ["a b a b a b", "c d"], "a b a b a b"
+    docs[1]._.generation = "c d"  # set without generations (e.g. by hand): still counted
+    egs = [Example(doc, nlp.make_doc(doc.text)) for doc in docs]
+    scores = generator_score(egs)
+    # unigrams a b a b a b | c d | c d: 10, distinct 4; bigrams 5 + 1 + 1 = 7, distinct {a b, b a, c d} = 3
+    quality = (scores["gen_distinct_1"], scores["gen_distinct_2"], scores["gen_repeat_4gram"])
+    assert quality == (4 / 10, 3 / 7, 1 / 3)
 
 
 def test_generation_agreement_with_a_classifier():

@@ -465,7 +465,10 @@ class GPTGenerator(HFSerializationMixin, TrainablePipe):
     def lm_stats(self, examples: List[Example]) -> List[Tuple[float, int, int]]:
         """(NLL in nats, predicted tokens, characters) per example, no gradient.
         LM mode: [BOS] text, every text token predicted, per char of the text.
-        Prompt mode: the completion and its EOS given the prompt, per char of the completion."""
+        Prompt mode: the completion and its EOS given the prompt, per char of
+        the completion + 1: the EOS marks the end of the text, as a newline
+        does in a text file, and its cost is in the NLL. The same for every
+        architecture (GPT, CausalLM, BertDecoder), so their nats/char compare."""
         self._check_ready()
         lm = self.lm
         if self.mode == "lm":
@@ -487,4 +490,5 @@ class GPTGenerator(HFSerializationMixin, TrainablePipe):
             for src, value, tgt in zip(chunk.source, row_nll, chunk.targets):
                 nll[src] += float(value)
                 n_tokens[src] += sum(t != -100 for t in tgt)
-        return [(float(nll[i]), int(n_tokens[i]), len(targets[i])) for i in range(len(examples))]
+        end_chars = 1 if self.mode == "prompt" else 0
+        return [(float(nll[i]), int(n_tokens[i]), len(targets[i]) + end_chars) for i in range(len(examples))]

@@ -284,6 +284,25 @@ def test_scorer_reports_quality_over_all_generations():
     assert quality == (4 / 10, 3 / 7, 1 / 3)
 
 
+def test_prompt_mode_nats_per_char_count_the_end_token(trained_nlp):
+    """Prompt mode: the NLL covers the completion and EOS, and the characters
+    the completion's + 1 for its end (as in a text file's newline)."""
+    gen = trained_nlp.get_pipe("gpt_generator")
+    egs = examples(trained_nlp, ["The cat sat.", "A dog."])
+    old_mode, old_prompt = gen.mode, gen.prompt
+    try:
+        gen.mode, gen.prompt = "prompt", as_prompt("Say: ")
+        stats = gen.lm_stats(egs)
+        prompt = lm_model.encode(gen.lm, ["Say: "])[0]
+        completions = lm_model.encode(gen.lm, ["The cat sat.", "A dog."])
+        rows = lm_model.sequence_rows(gen.lm, [prompt, prompt], completions, add_eos=True)
+        nll = gen.model.predict(rows).tolist()
+    finally:
+        gen.mode, gen.prompt = old_mode, old_prompt
+    assert [s[2] for s in stats] == [len("The cat sat.") + 1, len("A dog.") + 1]
+    assert [s[0] for s in stats] == pytest.approx(nll, rel=1e-6)
+
+
 def test_generation_agreement_with_a_classifier():
     @Language.component("keyword_cats")
     def keyword_cats(doc):

@@ -69,10 +69,12 @@ class Errors(metaclass=ErrorsWithCodes):
             "nlp.get_pipe('{name}').initialize(get_examples, nlp=nlp) (get_examples "
             "may return [] for a pretrained Hugging Face model).")
     E011 = ("The tokenizer in '{path}' has neither an end-of-text (eos_token) nor a "
-            "beginning-of-text (bos_token) token, which gpt_generator needs to start an "
-            "empty prompt and to end a generation. It is not a causal language model's "
-            "tokenizer (a BERT's has [CLS]/[SEP]); use a GPT-family model, or set "
-            "eos_token in the directory's tokenizer_config.json.")
+            "beginning-of-text (bos_token) token, which spacy-gptbert.CausalLM.v1 needs to "
+            "start an empty prompt and to end a generation. It is not a causal language "
+            "model's tokenizer. For a BERT-family model (a tokenizer with [CLS]/[SEP]), use "
+            "the architecture spacy-gptbert.BertDecoder.v1 with the same name: it starts "
+            "generations on [CLS] and ends them on [SEP]. Otherwise use a GPT-family model, "
+            "or set eos_token in the directory's tokenizer_config.json.")
     # reliability (E010-E029)
     E010 = ("The tokenizer in '{path}' has {n_tokenizer} entries but the model's "
             "embedding matrix only {n_model}: the tokenizer belongs to another "
@@ -212,6 +214,16 @@ class Errors(metaclass=ErrorsWithCodes):
     E220 = ("The {what} for doc {index} is a {type}, not a string. A prompt "
             "function must return str: check the function given as 'prompt' "
             "(e.g. return \"\" rather than None for a doc with nothing to say).")
+    # warm-started decoders (E230-E249)
+    E230 = ("The model in '{path}' is a '{model_type}' ({architectures}), which cannot "
+            "be warm-started as a decoder: spacy-gptbert.BertDecoder.v1 needs a "
+            "BERT-family model that Hugging Face has a causal-LM class for ({types}). "
+            "For a GPT-family model with an LM head use spacy-gptbert.CausalLM.v1; to "
+            "train a generator from scratch use spacy-gptbert.GPT.v1.")
+    E231 = ("The tokenizer in '{path}' has no end token: neither eos_token nor "
+            "sep_token. spacy-gptbert.BertDecoder.v1 ends each generation on it (and "
+            "starts on bos_token or cls_token). Set sep_token (e.g. \"[SEP]\") in the "
+            "directory's tokenizer_config.json, or use the tokenizer saved with the model.")
 
     # --- data conversion and command line -----------------------------------
     E301 = ("Could not read '{path}': {err}.")

@@ -11,7 +11,7 @@ Generation does not go through the forward pass: `generate_texts` calls
 Hugging Face `generate` on the shim's module under no_grad, on the shim's device
 (on the CPU, by default, on its oneDNN-prepacked copy: prepack.py).
 """
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from spacy.util import registry
 from thinc.api import ArgsKwargs, Model, PyTorchGradScaler, get_torch_default_device, torch2xp, xp2torch
@@ -21,7 +21,7 @@ from thinc.types import Floats1d
 from ..errors import Errors
 from . import gpt
 from .gpt import GenerationSettings, Rows
-from .hf_loading import load_pretrained
+from .hf_loading import DEFAULT_ENCODER, load_pretrained
 from .inference_copy import predicting_module
 from .shim import AveragingPyTorchShim, cpu_bf16
 
@@ -66,7 +66,35 @@ def build_gpt(
     )
 
 
-def _causal_lm_model(source: str, **attrs) -> Model[Rows, Floats1d]:
+@registry.architectures("spacy-gptbert.BertDecoder.v1")
+def build_bert_decoder(
+    name: str = DEFAULT_ENCODER,
+    dropout: Optional[float] = None,
+    seed: int = 0,
+    mixed_precision: bool = False,
+    grad_scaler_config: Optional[Dict[str, Any]] = None,
+    trust_remote_code: bool = False,
+) -> Model[Rows, Floats1d]:
+    """A pretrained BERT-family encoder (bert, roberta, xlm-roberta, camembert,
+    electra, ernie), by hub name or local directory, warm-started as a causal
+    decoder (Rothe, Narayan and Severyn, 2020): loaded at initialize with
+    Hugging Face's causal-LM class for its type (e.g. BertLMHeadModel) and
+    `is_decoder = true`, so each token attends only to the tokens before it.
+    The output layer is tied to the word embeddings; an encoder checkpoint has
+    no LM head, so the head's transform and bias start fresh (from `seed`).
+    Generation starts on the tokenizer's bos token, else its [CLS], and ends on
+    its eos token, else its [SEP].
+    dropout: the hidden and attention dropout while training; null keeps the
+    checkpoint's."""
+    return _causal_lm_model(
+        "decoder", name=name, mixed_precision=mixed_precision, grad_scaler_config=grad_scaler_config,
+        trust_remote_code=trust_remote_code, gpt={}, decoder={"dropout": dropout, "seed": seed},
+        hf_load=load_decoder_into,
+    )
+
+
+def _causal_lm_model(source: str, hf_load: Optional[Callable[[Model, Any], None]] = None,
+                     **attrs) -> Model[Rows, Floats1d]:
     return Model(
         "spacy-gptbert.CausalLM",
         pytorch_forward,
@@ -80,7 +108,7 @@ def _causal_lm_model(source: str, **attrs) -> Model[Rows, Floats1d]:
             "tokenizer": None,
             # serialization hooks (pipeline/serialization.py)
             "hf_parts": get_hf_parts,
-            "hf_load": load_into,
+            "hf_load": hf_load or load_into,
         },
     )
 
@@ -93,16 +121,17 @@ def find_causal_lm(model: Model) -> Model:
     for node in model.walk():
         if is_causal_lm(node):
             return node
-    raise ValueError("gpt_generator needs a spacy-gptbert.CausalLM.v1 or spacy-gptbert.GPT.v1 model.")
+    raise ValueError("gpt_generator needs a spacy-gptbert.CausalLM.v1, spacy-gptbert.BertDecoder.v1 or "
+                     "spacy-gptbert.GPT.v1 model.")
 
 
 def init_causal_lm(model: Model, X: Optional[List[str]] = None, Y=None) -> None:
-    """Load (pretrained) or build (scratch) the torch model; never in the constructor.
-    X: the training texts, used to train the scratch model's tokenizer."""
+    """Load (pretrained, decoder) or build (scratch) the torch model; never in
+    the constructor. X: the training texts, used to train the scratch model's tokenizer."""
     if model.shims:
         return
-    if model.attrs["source"] == "pretrained":
-        load_into(model, model.attrs["name"])
+    if model.attrs["source"] in ("pretrained", "decoder"):
+        model.attrs["hf_load"](model, model.attrs["name"])
         return
     sizes = model.attrs["gpt"]
     texts = [t for t in (X or []) if isinstance(t, str) and t]
@@ -119,6 +148,28 @@ def load_into(model: Model, name_or_path) -> None:
         name_or_path, "AutoModelForCausalLM", trust_remote_code=model.attrs["trust_remote_code"],
         expect="causal_lm",
     )
+    attach_lm(model, lm, tokenizer)
+
+
+def load_decoder_into(model: Model, name_or_path) -> None:
+    """A BERT-family encoder (or a saved BertDecoder) as a causal decoder whose
+    output layer is the word embeddings (tie_word_embeddings)."""
+    settings = model.attrs["decoder"]
+    overrides: Dict[str, Any] = {"is_decoder": True, "add_cross_attention": False,
+                                 "tie_word_embeddings": True}
+    if settings["dropout"] is not None:
+        overrides.update(hidden_dropout_prob=settings["dropout"],
+                         attention_probs_dropout_prob=settings["dropout"])
+    # The LM head weights an encoder checkpoint lacks are drawn from torch's
+    # RNG: the same seed gives the same start, and the caller's RNG is untouched.
+    with gpt.seeded(settings["seed"]):
+        lm, tokenizer, path = load_pretrained(
+            name_or_path, "AutoModelForCausalLM", trust_remote_code=model.attrs["trust_remote_code"],
+            expect="decoder", config_overrides=overrides,
+        )
+    if not gpt.use_cls_sep_as_bos_eos(tokenizer):
+        raise ValueError(Errors.E231.format(path=path))
+    gpt.align_generation_positions(lm)
     attach_lm(model, lm, tokenizer)
 
 
@@ -198,16 +249,29 @@ def packed_rows(model: Model, texts_ids: List[List[int]], shift: int = 0) -> Row
     """LM training rows: all docs as one stream `[EOS] d1 [EOS] d2 ... [EOS]`,
     cut into full blocks of the model's context (no padding waste, as in
     GPT pretraining). `shift` rotates the stream so block boundaries move
-    between epochs while every token is still trained on."""
-    _, eos, _ = special_ids(model)
-    stream = [eos]
-    for ids in texts_ids:
-        stream.extend(ids)
-        stream.append(eos)
+    between epochs while every token is still trained on.
+    A BertDecoder's docs each start on their own start token, as its
+    generations do: `[CLS] d1 [SEP] [CLS] d2 [SEP]`, and [CLS] is never a
+    target (it always follows [SEP]: nothing to learn)."""
+    bos, eos, _ = special_ids(model)
+    if model.attrs["source"] == "decoder" and bos != eos:
+        stream, weights = [], []
+        for ids in texts_ids:
+            stream.extend([bos, *ids, eos])
+            weights.extend([False] + [True] * (len(ids) + 1))
+    else:
+        stream = [eos]
+        for ids in texts_ids:
+            stream.extend(ids)
+            stream.append(eos)
+        weights = [True] * len(stream)
+    if not stream:
+        return Rows()
     shift %= len(stream)
     stream = stream[shift:] + stream[:shift]
+    weights = weights[shift:] + weights[:shift]
     rows = Rows()
-    for inputs, tgt in gpt.split_blocks(stream, [True] * len(stream), context_size(model)):
+    for inputs, tgt in gpt.split_blocks(stream, weights, context_size(model)):
         rows.add(inputs, tgt, 0)
     return rows
 

@@ -14,6 +14,7 @@ import torch
 from ..errors import Errors
 from . import torch_threads  # noqa: F401  (fork-safe thread settings)
 from .autocast import cpu_autocast
+from .hf_loading import position_offset
 
 EOS_TOKEN = "<|endoftext|>"  # GPT-2's document separator; also our BOS
 PAD_TOKEN = "<|pad|>"  # a separate pad id keeps padding distinguishable from EOS
@@ -81,12 +82,53 @@ def build_gpt2_lm(tokenizer, n_layer: int, n_head: int, n_embd: int, n_positions
 
 
 def context_size(lm) -> int:
+    """Tokens one row may hold: the position table's size, less the rows a
+    RoBERTa-style model reserves below its first position (position_offset)."""
     config = lm.config
     for key in ("n_positions", "max_position_embeddings", "n_ctx"):
         value = getattr(config, key, None)
         if value:
-            return int(value)
+            return int(value) - position_offset(lm)
     return 1024
+
+
+# ---------------------------------------------------------------------------
+# BERT-family encoders warm-started as causal decoders
+# ---------------------------------------------------------------------------
+
+
+def _offset_given_positions(module, args, kwargs):
+    position_ids = kwargs.get("position_ids")
+    if position_ids is not None:
+        kwargs["position_ids"] = position_ids + module.padding_idx + 1
+    return args, kwargs
+
+
+def align_generation_positions(lm) -> None:
+    """Make `generate` number positions as training does.
+
+    Training passes no position ids: a RoBERTa-style embedding numbers real
+    tokens from padding_idx + 1 itself. Hugging Face `generate` passes
+    position ids counted from 0 over the attention mask (so left padding is
+    skipped); a pre-hook on the embeddings shifts those given ids by the same
+    offset. BERT-style models count from 0 both ways and get no hook. Copies
+    of the module (prepack.py's deepcopy) keep the hook; a saved model does
+    not need it (it is added again at load)."""
+    if position_offset(lm):
+        lm.base_model.embeddings.register_forward_pre_hook(_offset_given_positions, with_kwargs=True)
+
+
+def use_cls_sep_as_bos_eos(tokenizer) -> bool:
+    """A BERT tokenizer has [CLS]/[SEP] (RoBERTa's <s>/</s> are already its
+    bos/eos): give it bos = cls and eos = sep where it has none, so generation
+    starts on [CLS] and ends on [SEP], and a saved tokenizer says so. False
+    when it still has no end token (without a start token, generation starts
+    on the end token, as GPT-2's does)."""
+    if tokenizer.bos_token is None and tokenizer.cls_token is not None:
+        tokenizer.bos_token = tokenizer.cls_token
+    if tokenizer.eos_token is None and tokenizer.sep_token is not None:
+        tokenizer.eos_token = tokenizer.sep_token
+    return tokenizer.eos_token_id is not None
 
 
 # ---------------------------------------------------------------------------

@@ -32,6 +32,11 @@ ENCODER_TYPES = {
     "bert", "roberta", "xlm-roberta", "distilbert", "electra", "camembert",
     "deberta", "deberta-v2", "mpnet", "albert", "ernie", "xlm", "modernbert",
 }
+# Encoders that spacy-gptbert.BertDecoder.v1 can warm-start as causal decoders:
+# the BERT family whose Hugging Face causal-LM class reads `is_decoder` (XLM's
+# reads its own `causal` flag instead; distilbert, mpnet, deberta, albert and
+# modernbert have no causal-LM class).
+DECODER_TYPES = {"bert", "roberta", "xlm-roberta", "camembert", "electra", "ernie"}
 
 
 def _looks_like_path(name: str) -> bool:
@@ -196,11 +201,14 @@ def load_pretrained(
     *,
     trust_remote_code: bool = False,
     expect: str = "encoder",
+    config_overrides: Optional[dict] = None,
 ):
     """Load (model, tokenizer, directory) for `name` with a transformers Auto class.
 
-    expect: "encoder" (BERT family), "causal_lm" or "seq_cls"; checked against
+    expect: "encoder" (BERT family), "causal_lm", "seq_cls" or "decoder" (a
+    BERT-family encoder to warm-start a decoder from); checked against
     config.json before any weights are read so a wrong model fails fast.
+    config_overrides: config.json values to replace (e.g. is_decoder=True).
     """
     import transformers
 
@@ -219,6 +227,7 @@ def load_pretrained(
                 use_safetensors=True,
                 local_files_only=True,
                 trust_remote_code=trust_remote_code,
+                **(config_overrides or {}),
             )
     except Exception as err:
         raise OSError(Errors.E004.format(path=path, err=_short(err))) from None
@@ -250,12 +259,19 @@ def check_model_kind(path: Path, config: dict, expect: str) -> None:
 
         has_lm_arch = any(a.endswith(("LMHeadModel", "ForCausalLM")) for a in config.get("architectures") or [])
         if model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES or not has_lm_arch:
+            hint = ("gpt_generator needs e.g. GPT2LMHeadModel; a bare GPT2Model has "
+                    "no head to generate with.")
+            if model_type in DECODER_TYPES:
+                hint = ("To warm-start a generator from this encoder, use the architecture "
+                        "spacy-gptbert.BertDecoder.v1 with the same name.")
             raise ValueError(Errors.E006.format(
                 path=path, model_type=model_type, architectures=archs,
-                expected="causal language model with an LM head",
-                hint="gpt_generator needs e.g. GPT2LMHeadModel; a bare GPT2Model has "
-                     "no head to generate with.",
+                expected="causal language model with an LM head", hint=hint,
             ))
+    if expect == "decoder" and model_type not in DECODER_TYPES:
+        raise ValueError(Errors.E230.format(
+            path=path, model_type=model_type, architectures=archs, types=", ".join(sorted(DECODER_TYPES)),
+        ))
 
 
 def position_offset(hf_model) -> int:

@@ -14,7 +14,6 @@ runner = CliRunner()
 @pytest.fixture
 def fake(tmp_path, monkeypatch):
     """The fake split-zip model registered, and an empty hub cache as HF_HUB_CACHE."""
-    import huggingface_hub
     from huggingface_hub import constants
 
     built = parts.build(tmp_path)

@@ -8,6 +8,7 @@ words of the test sentences keeps it fast on a CPU and the same on every run
 """
 import json
 import math
+from pathlib import Path
 
 import pytest
 import spacy
@@ -192,6 +193,37 @@ def test_nats_per_char_counts_the_end_token_like_the_gpt(word_bert):
     scores = nlp.evaluate(egs)
     nats_per_char = sum(e[0] for e in expected) / sum(e[2] for e in expected)
     assert scores["gen_loss_per_char"] == pytest.approx(nats_per_char, rel=1e-5)
+
+
+@pytest.mark.slow
+def test_warmstart_config_trains_loads_and_generates(word_bert, tmp_path):
+    """configs/generator_warmstart.cfg with the tiny BERT as its encoder: a few
+    `spacy train` steps, then spacy.load generates on the label asked for."""
+    from spacy.cli.train import train as spacy_train
+    from spacy.tokens import DocBin
+
+    nlp = spacy.blank("en")
+    corpus = DocBin()
+    for i, text in enumerate(SENTENCES):
+        doc = nlp(text)
+        doc.cats = {"POSITIVE": float(i % 2 == 0), "NEGATIVE": float(i % 2 == 1)}
+        corpus.add(doc)
+    corpus.to_disk(tmp_path / "data.spacy")
+    config = Path(__file__).resolve().parents[2] / "configs" / "generator_warmstart.cfg"
+    spacy_train(config, tmp_path / "out", overrides={
+        "paths.train": str(tmp_path / "data.spacy"), "paths.dev": str(tmp_path / "data.spacy"),
+        "components.gpt_generator.model.name": word_bert, "components.gpt_generator.max_new_tokens": 4,
+        "training.max_steps": 2, "training.eval_frequency": 2,
+        "training.optimizer.learn_rate.warmup_steps": 1,
+    })
+    loaded = spacy.load(tmp_path / "out" / "model-last")
+    lm = lm_model.get_lm(loaded.get_pipe("gpt_generator").lm)
+    assert type(lm).__name__ == "BertLMHeadModel"
+    doc = loaded.make_doc("")
+    doc.cats = {"POSITIVE": 1.0, "NEGATIVE": 0.0}
+    assert loaded.get_pipe("gpt_generator").prompt(doc) == "positive review: "
+    generation = loaded.get_pipe("gpt_generator")(doc)._.generation
+    assert isinstance(generation, str) and len(generation.split()) <= 4
 
 
 @pytest.mark.slow

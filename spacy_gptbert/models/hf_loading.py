@@ -214,9 +214,14 @@ def load_pretrained(
 
     path = resolve_model_dir(name)
     config = read_config(path)
-    check_model_kind(path, config, expect)
+    # Trust first: a model with its own code may have a model_type that only
+    # its code defines, which no list of types here can know.
     if config.get("auto_map") and not trust_remote_code:
         raise ValueError(Errors.E008.format(name=name))
+    if config.get("auto_map") and not known_model_type(config):
+        check_custom_code_kind(path, config, auto_class)
+    else:
+        check_model_kind(path, config, expect)
     check_weights(path)
     tokenizer = load_tokenizer(path, trust_remote_code, offsets=expect in ("encoder", "seq_cls"))
     cls = getattr(transformers, auto_class)
@@ -235,6 +240,27 @@ def load_pretrained(
     if expect == "causal_lm" and tokenizer.eos_token_id is None and tokenizer.bos_token_id is None:
         raise ValueError(Errors.E011.format(path=path))
     return model, tokenizer, path
+
+
+def known_model_type(config: dict) -> bool:
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+
+    return config.get("model_type") in CONFIG_MAPPING_NAMES
+
+
+def check_custom_code_kind(path: Path, config: dict, auto_class: str) -> None:
+    """A trusted model whose type only its own code defines: what can be
+    checked before running that code is that it provides the class the
+    component loads it with."""
+    provided = sorted(config["auto_map"])
+    if auto_class not in provided:
+        raise ValueError(Errors.E006.format(
+            path=path, model_type=config.get("model_type", "<none>"),
+            architectures=", ".join(config.get("architectures") or ["no architectures listed"]),
+            expected=f"model whose own code provides {auto_class}",
+            hint=f"Its config.json's auto_map provides only {', '.join(provided)}. Use a component "
+                 f"that loads one of those, or a model whose code provides {auto_class}.",
+        ))
 
 
 def check_model_kind(path: Path, config: dict, expect: str) -> None:

@@ -180,3 +180,58 @@ def test_downloadable_model_short_name_resolves_to_its_cached_hub_id(tmp_path, m
     (repo / "refs" / "main").write_text(revision)
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
     assert resolve_model_dir("all-mpnet-base-v2") == repo / "snapshots" / revision
+
+
+CUSTOM_CONFIG_CODE = '''from transformers import BertConfig
+
+
+class TinyCustomConfig(BertConfig):
+    model_type = "tiny-custom-bert"
+'''
+CUSTOM_MODEL_CODE = '''from transformers import BertModel
+
+from .configuration_tiny import TinyCustomConfig
+
+
+class TinyCustomModel(BertModel):
+    config_class = TinyCustomConfig
+'''
+
+
+def _custom_code_bert(path: Path, tiny_bert: str) -> Path:
+    """A model whose type only its own code (auto_map) defines."""
+    shutil.copytree(tiny_bert, path)
+    (path / "configuration_tiny.py").write_text(CUSTOM_CONFIG_CODE)
+    (path / "modeling_tiny.py").write_text(CUSTOM_MODEL_CODE)
+    config = json.loads((path / "config.json").read_text())
+    config.update(model_type="tiny-custom-bert", architectures=["TinyCustomModel"], auto_map={
+        "AutoConfig": "configuration_tiny.TinyCustomConfig", "AutoModel": "modeling_tiny.TinyCustomModel"})
+    (path / "config.json").write_text(json.dumps(config))
+    return path
+
+
+def test_trusted_custom_code_model_loads(tmp_path, tiny_bert):
+    """trust_remote_code = true loads a model_type that only its code knows
+    (E006 used to refuse it before trust was asked); without the flag it is
+    E008, which says how to allow it."""
+    path = _custom_code_bert(tmp_path / "custom", tiny_bert)
+    with pytest.raises(ValueError, match="E008"):
+        load_pretrained(str(path), "AutoModel", expect="encoder")
+    model, tokenizer, _ = load_pretrained(str(path), "AutoModel", trust_remote_code=True, expect="encoder")
+    assert (type(model).__name__, model.config.model_type) == ("TinyCustomModel", "tiny-custom-bert")
+    assert len(tokenizer) == model.config.vocab_size
+    # its code provides no sequence classifier: refused before any code runs
+    with pytest.raises(ValueError, match=r"E006.*provides AutoModelForSequenceClassification.*only AutoConfig, AutoModel"):
+        load_pretrained(str(path), "AutoModelForSequenceClassification", trust_remote_code=True, expect="seq_cls")
+
+
+def test_trusted_custom_code_encoder_in_a_pipeline(tmp_path, tiny_bert):
+    import spacy
+
+    path = _custom_code_bert(tmp_path / "custom", tiny_bert)
+    nlp = spacy.blank("en")
+    nlp.add_pipe("bert_encoder", config={"model": {"name": str(path), "window": 32, "stride": 16,
+                                                   "trust_remote_code": True}})
+    nlp.initialize()
+    doc = nlp("a good movie")
+    assert doc.tensor.shape == (3, 32)

@@ -76,9 +76,9 @@ class Errors(metaclass=ErrorsWithCodes):
             "generations on [CLS] and ends them on [SEP]. Otherwise use a GPT-family model, "
             "or set eos_token in the directory's tokenizer_config.json.")
     # reliability (E010-E029)
-    E010 = ("The tokenizer in '{path}' has {n_tokenizer} entries but the model's "
-            "embedding matrix only {n_model}: the tokenizer belongs to another "
-            "model. Copy the tokenizer files that were saved with these weights "
+    E010 = ("The tokenizer in '{path}' gives token ids up to {last_id}, but the "
+            "model's embedding matrix has only {n_model} rows (ids 0 to {last_model_id}): "
+            "the tokenizer belongs to another model. Copy the tokenizer files that were saved with these weights "
             "(save_pretrained writes both), or resize the embeddings before saving.")
     # model downloads: `python -m spacy_gptbert download` (E030-E049)
     E030 = ("Unknown model '{name}' for `python -m spacy_gptbert download`. It can "
@@ -173,6 +173,14 @@ class Errors(metaclass=ErrorsWithCodes):
     E113 = ("Labels must be non-empty strings, got {label!r}.")
     E114 = ("The encoder model is not initialized: its width is unknown. "
             "Call nlp.initialize() first.")
+    E120 = ("'{name}' has exclusive_classes = true but a single label, '{label}': "
+            "a softmax over one class is always 1.0, so it would learn nothing and "
+            "predict 1.0 for every doc. For binary classification either give every "
+            "example both classes (e.g. cats {{\"{label}\": 1.0, \"OTHER\": 0.0}}), or "
+            "set exclusive_classes = false to predict the probability of '{label}' alone.")
+    E121 = ("Invalid max_batch_tokens {value}: it must be at least 1 (the padded "
+            "wordpieces per forward call; e.g. 1024). A window longer than it still "
+            "runs alone in its own call.")
     E118 = ("Unknown predict_precision '{value}'. Use one of: {options}. \"fp32\" "
             "(the default) gives each doc the same result in any batch; \"mixed\" "
             "predicts under the autocast of mixed_precision training (bf16 on a CPU "

@@ -77,6 +77,8 @@ def windowed_model(
     """
     if not (0 < stride <= window):
         raise ValueError(Errors.E102.format(window=window, stride=stride, max_window="n_positions - 2"))
+    if not max_batch_tokens > 0:
+        raise ValueError(Errors.E121.format(value=max_batch_tokens))
     return Model(
         MODEL_NAMES[kind],
         windowed_forward,

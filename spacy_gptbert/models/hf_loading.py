@@ -186,8 +186,12 @@ def check_vocab_fits(path: Path, model, tokenizer) -> None:
     matrix: an IndexError deep inside torch on some document. Check once."""
     embeddings = model.get_input_embeddings()
     n_model = getattr(embeddings, "num_embeddings", None)
-    if n_model is not None and len(tokenizer) > n_model:
-        raise OSError(Errors.E010.format(path=path, n_tokenizer=len(tokenizer), n_model=n_model))
+    if n_model is None:
+        return
+    # The highest id, not the number of entries: a vocabulary may skip ids.
+    n_ids = max(len(tokenizer), max(tokenizer.get_vocab().values(), default=-1) + 1)
+    if n_ids > n_model:
+        raise OSError(Errors.E010.format(path=path, last_id=n_ids - 1, n_model=n_model, last_model_id=n_model - 1))
 
 
 def _short(err: Exception) -> str:

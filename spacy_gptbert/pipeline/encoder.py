@@ -18,6 +18,7 @@ from ..models.pooling import check_pooling
 from ..models.inference_copy import use_inference_copy
 from ..models.quantize import check_quantization_available
 from . import hooks
+from .doc_checks import DocsOnly, check_docs
 from .serialization import HFSerializationMixin
 
 DEFAULT_ENCODER_MODEL = """
@@ -66,7 +67,7 @@ def make_bert_encoder(
                        quantize=quantize, onednn_prepack=onednn_prepack, predict_precision=predict_precision)
 
 
-class BertEncoder(HFSerializationMixin, TrainablePipe):
+class BertEncoder(DocsOnly, HFSerializationMixin, TrainablePipe):
     def __init__(
         self, vocab: Vocab, model: Model, name: str = "bert_encoder", *,
         doc_pooling: str = "mean", store_wordpieces: bool = False, quantize: bool = False,
@@ -121,10 +122,7 @@ class BertEncoder(HFSerializationMixin, TrainablePipe):
 
     # -- prediction ------------------------------------------------------------
     def predict(self, docs: Iterable[Doc]) -> EncoderOutput:
-        docs = list(docs)
-        for doc in docs:
-            if not isinstance(doc, Doc):
-                raise TypeError(Errors.E101.format(type=type(doc).__name__))
+        docs = check_docs(docs)
         if not docs:
             ops, width = self.model.ops, self.model.get_dim("nO")
             empty = ops.alloc2f(0, width)

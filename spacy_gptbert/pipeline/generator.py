@@ -31,6 +31,7 @@ from ..errors import Errors, Warnings, warn
 from ..models import generator_model as lm_model
 from ..models.gpt import GenerationSettings, Rows
 from ..text_checks import clean_texts
+from .doc_checks import DocsOnly, check_docs
 from .prompts import PromptFunc, as_prompt, top_label, uses_text
 from .serialization import HFSerializationMixin
 
@@ -268,7 +269,7 @@ def encode(lm: Model, texts: Sequence[str], what: str = "text") -> List[List[int
 # ---------------------------------------------------------------------------
 
 
-class GPTGenerator(HFSerializationMixin, TrainablePipe):
+class GPTGenerator(DocsOnly, HFSerializationMixin, TrainablePipe):
     def __init__(
         self, vocab: Vocab, model: Model, name: str = "gpt_generator", *, nlp: Optional[Language] = None,
         prompt: Union[str, PromptFunc] = "{text}", mode: str = "lm",
@@ -300,10 +301,7 @@ class GPTGenerator(HFSerializationMixin, TrainablePipe):
     # -- prediction --------------------------------------------------------
     def predict(self, docs: Iterable[Doc]) -> List[List[str]]:
         """One padded generate call for the batch -> generations per doc."""
-        docs = list(docs)
-        for doc in docs:
-            if not isinstance(doc, Doc):
-                raise TypeError(Errors.E101.format(type=type(doc).__name__))
+        docs = check_docs(docs)
         if not docs:
             return []
         self._check_ready()

@@ -20,6 +20,7 @@ from ..errors import Errors, Warnings, warn
 from ..models.encoder import is_windowed_model, set_predict_precision
 from ..models.inference_copy import use_inference_copy
 from ..models.quantize import check_quantization_available
+from .doc_checks import DocsOnly, check_docs
 from .serialization import HFSerializationMixin
 
 DEFAULT_TEXTCAT_MODEL = """
@@ -156,7 +157,7 @@ def _exact_match(examples: List[Example], labels, multi_label: bool, threshold: 
     return right / len(pairs) if pairs else None
 
 
-class BertTextCategorizer(HFSerializationMixin, TrainablePipe):
+class BertTextCategorizer(DocsOnly, HFSerializationMixin, TrainablePipe):
     state_cfg_keys = ("labels",)  # threshold and exclusive_classes come from the config
 
     def __init__(
@@ -213,10 +214,7 @@ class BertTextCategorizer(HFSerializationMixin, TrainablePipe):
 
     # -- prediction ------------------------------------------------------------
     def predict(self, docs: Iterable[Doc]) -> Floats2d:
-        docs = list(docs)
-        for doc in docs:
-            if not isinstance(doc, Doc):
-                raise TypeError(Errors.E101.format(type=type(doc).__name__))
+        docs = check_docs(docs)
         if not docs:
             return self.model.ops.alloc2f(0, len(self.labels))
         with use_inference_copy(self.model, self.quantize, self.onednn_prepack):
@@ -367,6 +365,8 @@ class BertTextCategorizer(HFSerializationMixin, TrainablePipe):
                     self.add_label(label)
         if not self.labels:
             raise ValueError(Errors.E106.format(name=self.name))
+        if self.cfg["exclusive_classes"] and len(self.labels) == 1:
+            raise ValueError(Errors.E120.format(name=self.name, label=self.labels[0]))
         self._check_dev_data(nlp, model_labels)
         sample = [eg.x for eg in examples[:10]]
         self.model.initialize(X=sample, Y=self.model.ops.alloc2f(len(sample), len(self.labels)))

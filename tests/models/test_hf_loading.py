@@ -235,3 +235,17 @@ def test_trusted_custom_code_encoder_in_a_pipeline(tmp_path, tiny_bert):
     nlp.initialize()
     doc = nlp("a good movie")
     assert doc.tensor.shape == (3, 32)
+
+
+def test_tokenizer_ids_past_the_embedding_matrix_are_refused(tmp_path, tiny_bert):
+    """As many entries as the model has rows, but one id far past them: the
+    count alone passed, and the first doc with that word hit an IndexError
+    inside torch. E010 at load instead."""
+    path = Path(shutil.copytree(tiny_bert, tmp_path / "sparse"))
+    tokenizer_json = json.loads((path / "tokenizer.json").read_text())
+    vocab = tokenizer_json["model"]["vocab"]
+    vocab[max(vocab, key=vocab.get)] = 5000
+    (path / "tokenizer.json").write_text(json.dumps(tokenizer_json))
+    (path / "vocab.txt").unlink()  # the fast tokenizer reads tokenizer.json alone
+    with pytest.raises(OSError, match=r"E010.*ids up to 5000.*only 200 rows \(ids 0 to 199\)"):
+        load_pretrained(str(path), "AutoModel")

@@ -217,6 +217,13 @@ def test_stride_larger_than_window():
         nlp.add_pipe("bert_encoder", config={"model": {"window": 10, "stride": 20}})
 
 
+@pytest.mark.parametrize("max_batch_tokens", [0, -5])
+def test_bad_max_batch_tokens(max_batch_tokens):
+    nlp = spacy.blank("en")
+    with pytest.raises(ValueError, match="E121"):
+        nlp.add_pipe("bert_encoder", config={"model": {"max_batch_tokens": max_batch_tokens}})
+
+
 def test_bad_doc_pooling():
     nlp = spacy.blank("en")
     with pytest.raises(ValueError, match="E103"):

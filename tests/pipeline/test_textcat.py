@@ -367,3 +367,16 @@ def test_bad_predict_precision(config, code):
     nlp = spacy.blank("en")
     with pytest.raises(ValueError, match=code):
         nlp.add_pipe("bert_textcat", config=config)
+
+
+def test_exclusive_classes_need_two_labels(tiny_bert):
+    """A softmax over one label is always 1.0: E120 at initialize (as spaCy's
+    textcat gives E867) instead of a loss of 0 and 1.0 for every doc; its
+    advice, exclusive_classes = false, trains on the one label."""
+    nlp = make_nlp(tiny_bert)
+    one_label = [Example.from_dict(nlp.make_doc(t), {"cats": {"POS": float(y == "POS")}}) for t, y in TRAIN]
+    with pytest.raises(ValueError, match=r"E120.*'POS'.*exclusive_classes = false"):
+        nlp.initialize(lambda: [eg for eg in one_label if eg.reference.cats["POS"] == 1.0])
+    nlp = make_nlp(tiny_bert, exclusive_classes=False)
+    nlp.initialize(lambda: one_label)
+    assert list(nlp("a good movie").cats) == ["POS"]

@@ -160,6 +160,8 @@ def test_non_text_input_is_refused_by_spacy(nlp_all, bad):
 def test_non_doc_input_to_a_component(nlp_all, name, bad):
     component = nlp_all.get_pipe(name)
     with pytest.raises(TypeError, match="E101"):
+        component(bad)
+    with pytest.raises(TypeError, match="E101"):
         component.predict([bad])
     with pytest.raises(TypeError, match="E101"):
         list(component.pipe([nlp_all.make_doc("fine"), bad]))

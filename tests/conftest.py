@@ -1,11 +1,12 @@
 """Shared fixtures: tiny random BERT models with tokenizers trained on the
 spot, written as Hugging Face directories in tmp dirs (no files in the repo)."""
+import re
 from pathlib import Path
 
 import pytest
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-README = Path(__file__).resolve().parents[1] / "README.md"
+ROOT = Path(__file__).resolve().parents[1]
 HF_TINY = SHARED / "hf-tiny"
 
 CORPUS = [
@@ -16,9 +17,29 @@ CORPUS = [
 ]
 
 
-def readme_block(heading: str, lang: str = "ini", index: int = 0) -> str:
-    """The index-th ```lang block under a README heading, so tests run what the README shows."""
-    section = README.read_text(encoding="utf8").split(f"{heading}\n", 1)[1]
+def docs_section(text: str, title: str) -> str:
+    """The markdown under the first heading whose title is `title`, up to the next
+    heading of the same or a higher level (lines in code blocks are not headings);
+    "" when there is no such heading."""
+    level, in_code, lines = None, False, []
+    for line in text.splitlines():
+        if line.startswith("```"):
+            in_code = not in_code
+        match = None if in_code else re.match(r"(#{1,6}) (.*)$", line)
+        if level is None:
+            if match and match.group(2).strip() == title:
+                level = len(match.group(1))
+            continue
+        if match and len(match.group(1)) <= level:
+            break
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def docs_block(page: str, title: str, lang: str = "ini", index: int = 0) -> str:
+    """The index-th ```lang block under the heading `title` of README.md or a docs/
+    page (e.g. "Writing your own config"), so tests run what the docs show."""
+    section = docs_section((ROOT / page).read_text(encoding="utf8"), title)
     return section.split(f"```{lang}\n")[index + 1].split("```", 1)[0]
 
 

@@ -7,7 +7,7 @@ import spacy
 from spacy.cli.train import train
 from spacy.tokens import Doc, DocBin
 
-from .conftest import readme_block
+from .conftest import docs_block
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 TEXTS = ["a good movie", "a bad film", "i loved it", "boring and dull", "great fun", "awful jokes"]
@@ -81,13 +81,13 @@ def test_config_trains_and_loads(tmp_path, tiny_bert, config, encoder_component,
 
 
 @pytest.mark.slow
-def test_readme_base_config_fills_trains_and_loads(tmp_path, tiny_bert):
-    """A user who writes the README's base config and runs `spacy init fill-config`
+def test_docs_base_config_fills_trains_and_loads(tmp_path, tiny_bert):
+    """A user who writes the base config of docs/training.md and runs `spacy init fill-config`
     on it gets a config that trains (multi-label, the metric it names) and loads."""
     from spacy.cli.init_config import fill_config
 
     base = tmp_path / "base.cfg"
-    base.write_text(readme_block("### Writing your own config"), encoding="utf8")
+    base.write_text(docs_block("docs/training.md", "Writing your own config"), encoding="utf8")
     filled = tmp_path / "config.cfg"
     fill_config(filled, base, silent=True)
     config = spacy.util.load_config(filled)
@@ -107,13 +107,13 @@ def test_readme_base_config_fills_trains_and_loads(tmp_path, tiny_bert):
 
 
 @pytest.mark.slow
-def test_readme_generator_config_fills_trains_and_generates(tmp_path):
-    """The README's label-conditioned generator config, filled by fill-config,
+def test_docs_generator_config_fills_trains_and_generates(tmp_path):
+    """The label-conditioned generator config of docs/generation.md, filled by fill-config,
     trains (a tiny GPT) and writes a completion that the prompt conditions."""
     from spacy.cli.init_config import fill_config
 
     base = tmp_path / "base.cfg"
-    base.write_text(readme_block("### A label-conditioned generator from scratch"), encoding="utf8")
+    base.write_text(docs_block("docs/generation.md", "A label-conditioned generator"), encoding="utf8")
     filled = tmp_path / "config.cfg"
     fill_config(filled, base, silent=True)
     corpus = _textcat_data(tmp_path / "train.spacy", multi_label=False)

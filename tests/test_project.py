@@ -261,14 +261,13 @@ def test_assemble_classifies_then_generates(tiny_pipelines, tmp_path):
     assert gen.prompt(doc) == f"{label.lower()} review: "
 
 
-def test_readme_assemble_config_with_spacy_assemble(tiny_pipelines, tmp_path):
-    """The README's route to one pipeline: a config that sources both trained
-    components, built by `spacy assemble`."""
-    from tests.conftest import readme_block
+def test_docs_assemble_config_with_spacy_assemble(tiny_pipelines, tmp_path):
+    """The route to one pipeline in docs/generation.md: a config that sources both
+    trained components, built by `spacy assemble`."""
+    from tests.conftest import docs_block
 
     config = tmp_path / "assemble.cfg"
-    # the second ini block of the section: the one after "Classifier and generator in one pipeline"
-    config.write_text(readme_block("### A label-conditioned generator from scratch", index=1), encoding="utf8")
+    config.write_text(docs_block("docs/generation.md", "Classifier and generator in one pipeline"), encoding="utf8")
     result = subprocess.run(
         [sys.executable, "-m", "spacy", "assemble", str(config), str(tmp_path / "both"),
          "--components.bert_textcat.source", str(tiny_pipelines / "textcat"),

@@ -171,8 +171,6 @@ class Errors(metaclass=ErrorsWithCodes):
             "train.tsv train.spacy --format tsv --label-names 0=NEGATIVE,1=POSITIVE`. "
             "Or train a new head on the model's encoder with spacy-gptbert.BertTextCat.v1.")
     E113 = ("Labels must be non-empty strings, got {label!r}.")
-    E114 = ("The encoder model is not initialized: its width is unknown. "
-            "Call nlp.initialize() first.")
     E120 = ("'{name}' has exclusive_classes = true but a single label, '{label}': "
             "a softmax over one class is always 1.0, so it would learn nothing and "
             "predict 1.0 for every doc. For binary classification either give every "
@@ -181,6 +179,8 @@ class Errors(metaclass=ErrorsWithCodes):
     E121 = ("Invalid max_batch_tokens {value}: it must be at least 1 (the padded "
             "wordpieces per forward call; e.g. 1024). A window longer than it still "
             "runs alone in its own call.")
+    E122 = ("Invalid dev_fraction {value}: it must lie in [0, 1), the share of the "
+            "text held out as dev data (0 holds out none; e.g. 0.1).")
     E118 = ("Unknown predict_precision '{value}'. Use one of: {options}. \"fp32\" "
             "(the default) gives each doc the same result in any batch; \"mixed\" "
             "predicts under the autocast of mixed_precision training (bf16 on a CPU "
@@ -206,9 +206,6 @@ class Errors(metaclass=ErrorsWithCodes):
             "{max_new_tokens}. Shorten the template, lower max_new_tokens, or set "
             "on_long_prompt = \"truncate\" to keep the end of the prompt.")
     E204 = ("Invalid generation setting {setting}={value!r}: {why}")
-    E205 = ("Unknown prompt function '{name}'. Register it with "
-            "@spacy.registry.misc(\"{name}\") and make sure the module that does so "
-            "is imported (e.g. with `spacy train --code`).")
     E206 = ("The training mode '{mode}' is not known. Use \"lm\" (the Doc text is "
             "the target) or \"prompt\" (the loss covers the completion only).")
     E207 = ("Prompt-mode training needs a completion for each example, taken "

@@ -35,11 +35,13 @@ class EncoderOutput:
     mean: (n_docs, width) mean over all positions of each window, averaged over
         windows (for a one-window doc this is sentence-transformers' mean pooling).
     wordpieces: optional (n_wordpieces, width) rows, lengths = wordpieces per doc.
+    As a gradient (what a listener sends back) only the fields it used are
+    set; the others are None.
     """
 
-    tokens: Ragged
-    cls: Floats2d
-    mean: Floats2d
+    tokens: Optional[Ragged]
+    cls: Optional[Floats2d]
+    mean: Optional[Floats2d]
     wordpieces: Optional[Ragged] = None
 
     def doc_tokens(self) -> List[Floats2d]:

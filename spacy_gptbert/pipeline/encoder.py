@@ -124,6 +124,8 @@ class BertEncoder(DocsOnly, HFSerializationMixin, TrainablePipe):
     def predict(self, docs: Iterable[Doc]) -> EncoderOutput:
         docs = check_docs(docs)
         if not docs:
+            if not self.model.has_dim("nO"):  # the width comes with the weights
+                raise ValueError(Errors.E009.format(name=self.name))
             ops, width = self.model.ops, self.model.get_dim("nO")
             empty = ops.alloc2f(0, width)
             return EncoderOutput(Ragged(empty, ops.alloc1i(0)), empty, empty)

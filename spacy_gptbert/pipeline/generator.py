@@ -15,7 +15,6 @@ import math
 import random
 import weakref
 import zlib
-from itertools import islice
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy
@@ -29,7 +28,7 @@ from thinc.api import Config, Model, Optimizer, set_dropout_rate
 
 from ..errors import Errors, Warnings, warn
 from ..models import generator_model as lm_model
-from ..models.gpt import GenerationSettings, Rows
+from ..models.gpt import IGNORE_INDEX, GenerationSettings, Rows
 from ..text_checks import clean_texts
 from .doc_checks import DocsOnly, check_docs
 from .prompts import PromptFunc, as_prompt, top_label, uses_text
@@ -400,7 +399,7 @@ class GPTGenerator(DocsOnly, HFSerializationMixin, TrainablePipe):
         """Mean NLL per target token and its gradient w.r.t. the per-row NLL sums
         (the model's output): d(sum / N) / d(row sum) = 1 / N for every row."""
         nll, rows = scores
-        n_targets = max(sum(sum(t != -100 for t in row) for row in rows.targets), 1)
+        n_targets = max(sum(sum(t != IGNORE_INDEX for t in row) for row in rows.targets), 1)
         d_nll = self.model.ops.alloc1f(len(rows.input_ids)) + 1.0 / n_targets
         return float(nll.sum()) / n_targets, d_nll
 
@@ -437,7 +436,7 @@ class GPTGenerator(DocsOnly, HFSerializationMixin, TrainablePipe):
         training texts) the model, and check settings against its context."""
         if not callable(get_examples):
             validate_get_examples(get_examples, "GPTGenerator.initialize")  # spaCy's E930
-        examples = list(islice(get_examples(), None))
+        examples = list(get_examples())
         # No examples is fine for a pretrained model; a scratch model fails
         # below with E209 (nothing to train its tokenizer on), not spaCy's E930.
         if examples:
@@ -487,6 +486,6 @@ class GPTGenerator(DocsOnly, HFSerializationMixin, TrainablePipe):
             row_nll = self.model.ops.to_numpy(self.model.predict(chunk))
             for src, value, tgt in zip(chunk.source, row_nll, chunk.targets):
                 nll[src] += float(value)
-                n_tokens[src] += sum(t != -100 for t in tgt)
+                n_tokens[src] += sum(t != IGNORE_INDEX for t in tgt)
         end_chars = 1 if self.mode == "prompt" else 0
         return [(float(nll[i]), int(n_tokens[i]), len(targets[i]) + end_chars) for i in range(len(examples))]

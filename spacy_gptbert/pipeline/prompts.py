@@ -87,15 +87,6 @@ def uses_text(prompt: PromptFunc) -> bool:
     return bool(getattr(prompt, "uses_text", False))
 
 
-def get_prompt_function(name: str) -> PromptFunc:
-    """Look up a registered prompt factory by name and build it with defaults."""
-    try:
-        factory = registry.misc.get(name)
-    except Exception:  # catalogue.RegistryError
-        raise ValueError(Errors.E205.format(name=name)) from None
-    return factory()
-
-
 @registry.misc("spacy-gptbert.template_prompt.v1")
 def make_template_prompt(template: str, label_names: Optional[Dict[str, str]] = None) -> PromptFunc:
     """A template prompt whose {label} can be renamed, e.g. label_names =

@@ -3,6 +3,7 @@
 The model outputs logits; this component applies softmax (exclusive classes,
 cross-entropy loss) or sigmoid (multi-label, binary cross-entropy, threshold).
 """
+from itertools import islice
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy
@@ -43,6 +44,11 @@ DEFAULT_CONFIG = Config().from_str(DEFAULT_TEXTCAT_MODEL)
 GOLD_CATS_KEY = "gold_cats"
 # How far from 1 the probabilities of exclusive classes may sum (float32 rounding).
 DISTRIBUTION_TOLERANCE = 1e-3
+# initialize: the model's layers initialize on this many docs (as spaCy's
+# textcat), and the dev corpus is checked on this many examples (evaluation
+# checks them all).
+INIT_SAMPLE = 10
+DEV_CHECK_SAMPLE = 1000
 
 
 @Language.factory(
@@ -342,10 +348,12 @@ class BertTextCategorizer(DocsOnly, HFSerializationMixin, TrainablePipe):
         self, get_examples: Callable[[], Iterable[Example]], *, nlp: Optional[Language] = None,
         labels: Optional[Iterable[str]] = None,
     ) -> None:
-        examples = list(get_examples())
-        if not examples:
-            raise ValueError(Errors.E109.format(name=self.name))
-        validate_get_examples(lambda: examples, "BertTextCategorizer.initialize")
+        """One streamed pass over the training data, as spaCy's textcat makes
+        (the corpus is never held in memory): every example is checked before
+        any training step and gives its labels; the model initializes on the
+        first INIT_SAMPLE docs."""
+        if not callable(get_examples):
+            validate_get_examples(get_examples, "BertTextCategorizer.initialize")  # spaCy's E930
         model_labels = self._fine_tuned_labels()
         if labels is not None:
             for label in labels:
@@ -356,38 +364,49 @@ class BertTextCategorizer(DocsOnly, HFSerializationMixin, TrainablePipe):
                                                     model_labels=model_labels))
             self.cfg["labels"] = list(model_labels)
         collect = model_labels is None and not self.labels  # else the label set is fixed
-        if model_labels is not None:  # the head cannot learn a label it has no output for
-            self._check_model_knows(examples, model_labels, "training data")
-        for eg in examples:  # validate every example before any training step
+        sample: List[Doc] = []
+        seen = set()
+        for eg in get_examples():
+            validate_examples([eg], "BertTextCategorizer.initialize")
             self._check_cats(eg.reference.cats)
+            seen.update(eg.reference.cats)
             if collect:
                 for label in eg.reference.cats:
                     self.add_label(label)
+            if len(sample) < INIT_SAMPLE:
+                sample.append(eg.x)
+        if not sample:
+            raise ValueError(Errors.E109.format(name=self.name))
+        if model_labels is not None:  # the head cannot learn a label it has no output for
+            self._check_model_knows(seen, model_labels, "training data")
         if not self.labels:
             raise ValueError(Errors.E106.format(name=self.name))
         if self.cfg["exclusive_classes"] and len(self.labels) == 1:
             raise ValueError(Errors.E120.format(name=self.name, label=self.labels[0]))
         self._check_dev_data(nlp, model_labels)
-        sample = [eg.x for eg in examples[:10]]
         self.model.initialize(X=sample, Y=self.model.ops.alloc2f(len(sample), len(self.labels)))
 
-    def _check_model_knows(self, examples: List[Example], model_labels: List[str], where: str) -> None:
-        unknown = sorted({label for eg in examples for label in eg.reference.cats} - set(model_labels))
+    def _check_model_knows(self, labels: Iterable[str], model_labels: List[str], where: str) -> None:
+        unknown = sorted(set(labels) - set(model_labels))
         if unknown:
             raise ValueError(Errors.E117.format(where=where, unknown=unknown, name=self.name, model_labels=model_labels))
 
     def _check_dev_data(self, nlp: Optional[Language], model_labels: Optional[List[str]]) -> None:
-        """The dev corpus `spacy train` will evaluate on, checked now (E110,
-        E107, E108) rather than at the first evaluation, hours into training."""
-        dev = _dev_examples(nlp)
-        if model_labels is not None:
-            dev = list(dev)
-            self._check_model_knows(dev, model_labels, "evaluation data")
-        for eg in dev:
+        """The first DEV_CHECK_SAMPLE examples of the dev corpus `spacy train`
+        will evaluate on, checked now (E117, E110, E107, E108) rather than at
+        the first evaluation, hours into training (which checks them all)."""
+        self._check_evaluation_data(islice(_dev_examples(nlp), DEV_CHECK_SAMPLE), model_labels)
+
+    def _check_evaluation_data(self, examples: Iterable[Example], model_labels: Optional[List[str]] = None) -> None:
+        seen = set()
+        for eg in examples:
             self._check_cats(eg.reference.cats)
-            for label in eg.reference.cats:
-                if label not in self.labels:
-                    raise ValueError(Errors.E110.format(label=label, labels=list(self.labels)))
+            seen.update(eg.reference.cats)
+        if model_labels is not None:
+            self._check_model_knows(seen, model_labels, "evaluation data")
+        unknown = sorted(seen - set(self.labels))
+        if unknown:
+            raise ValueError(Errors.E110.format(label=unknown[0], labels=list(self.labels)))
 
     def _fine_tuned_labels(self) -> Optional[List[str]]:
         """Labels of an HFSequenceClassifier model (loads it), else None."""
@@ -401,11 +420,7 @@ class BertTextCategorizer(DocsOnly, HFSerializationMixin, TrainablePipe):
     def score(self, examples: Iterable[Example], **kwargs) -> Dict[str, Any]:
         examples = list(examples)
         validate_examples(examples, "BertTextCategorizer.score")
-        for eg in examples:
-            self._check_cats(eg.reference.cats)
-            for label in eg.reference.cats:
-                if label not in self.labels:
-                    raise ValueError(Errors.E110.format(label=label, labels=list(self.labels)))
+        self._check_evaluation_data(examples)
         kwargs.setdefault("labels", self.labels)
         kwargs.setdefault("multi_label", not self.cfg["exclusive_classes"])
         kwargs.setdefault("threshold", self.cfg["threshold"])

@@ -74,7 +74,7 @@ def split_train_dev(text: str, dev_fraction: float) -> Tuple[str, str]:
     """First (1 - dev_fraction) of the characters for training, the rest for dev,
     cut at the nearest line break so no line is split."""
     if not 0.0 <= dev_fraction < 1.0:
-        raise ValueError(Errors.E204.format(setting="dev_fraction", value=dev_fraction, why="use [0, 1)."))
+        raise ValueError(Errors.E122.format(value=dev_fraction))
     cut = int(len(text) * (1.0 - dev_fraction))
     newline = text.rfind("\n", 0, cut)
     cut = newline + 1 if newline > 0 else cut

@@ -230,3 +230,18 @@ def test_two_forward_passes_in_flight_keep_their_own_wordpiece_lengths(tiny_bert
     for got, want in zip([outer, nested[0]], alone):
         assert got.lengths.tolist() == want.lengths.tolist()
         assert_allclose(got.dataXd, want.dataXd, atol=1e-6)
+
+
+def test_encoder_output_fields_a_gradient_leaves_unset_are_optional():
+    """A listener's gradient sets only the field it used (pooling.select)."""
+    from typing import Optional, get_type_hints
+
+    from thinc.api import Ragged
+    from thinc.types import Floats2d
+
+    from spacy_gptbert.models.encoder import EncoderOutput
+
+    assert get_type_hints(EncoderOutput) == {
+        "tokens": Optional[Ragged], "cls": Optional[Floats2d], "mean": Optional[Floats2d],
+        "wordpieces": Optional[Ragged],
+    }

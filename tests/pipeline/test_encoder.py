@@ -237,6 +237,11 @@ def test_non_doc_input(tiny_bert):
         nlp.get_pipe("bert_encoder").predict([b"bytes"])
 
 
+def test_uninitialized_encoder_says_so_even_for_no_docs(tiny_bert):
+    with pytest.raises(ValueError, match="E009.*'bert_encoder'"):
+        encoder_nlp(tiny_bert).get_pipe("bert_encoder").predict([])
+
+
 def test_empty_initialize(tiny_bert):
     nlp = encoder_nlp(tiny_bert)
     with pytest.raises(ValueError, match="E109"):

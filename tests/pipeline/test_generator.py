@@ -16,7 +16,7 @@ from thinc.api import Adam
 from spacy_gptbert.models import generator_model as lm_model
 from spacy_gptbert.models.gpt import Rows
 from spacy_gptbert.pipeline.generator import generation_agreement, generation_quality, generator_score
-from spacy_gptbert.pipeline.prompts import TemplatePrompt, as_prompt, format_cats, get_prompt_function
+from spacy_gptbert.pipeline.prompts import TemplatePrompt, as_prompt, format_cats
 from spacy_gptbert.training import generator_data
 
 HF_TINY = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "hf-tiny"
@@ -391,9 +391,7 @@ def test_template_prompt_fields():
     assert TemplatePrompt("{label}|", {"POS": "positive"})(doc) == "positive|"
     assert TemplatePrompt("{{literal}} {label}")(nlp.make_doc("x")) == "{literal} "  # no cats: empty label
     assert format_cats({}) == ""
-    assert get_prompt_function("spacy-gptbert.text_prompt.v1")(doc) == "fine"
-    with pytest.raises(ValueError, match="E205"):
-        get_prompt_function("no-such-prompt.v1")
+    assert spacy.registry.misc.get("spacy-gptbert.text_prompt.v1")()(doc) == "fine"
 
 
 def test_converter_text_and_jsonl(tmp_path):

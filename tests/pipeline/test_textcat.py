@@ -380,3 +380,38 @@ def test_exclusive_classes_need_two_labels(tiny_bert):
     nlp = make_nlp(tiny_bert, exclusive_classes=False)
     nlp.initialize(lambda: one_label)
     assert list(nlp("a good movie").cats) == ["POS"]
+
+
+def test_initialize_streams_the_training_data_and_samples_the_dev_data(tiny_bert, monkeypatch):
+    """initialize never holds the training corpus (one example at a time is
+    alive while it streams 200), and checks the first DEV_CHECK_SAMPLE dev
+    examples, not the whole dev corpus."""
+    import weakref
+
+    from spacy_gptbert.pipeline import textcat as textcat_module
+
+    class Probe:  # one per example, on its reference doc: alive while the example is
+        pass
+
+    nlp = make_nlp(tiny_bert)
+    alive, most_alive, dev_read = weakref.WeakSet(), [0], [0]
+
+    def stream(n):
+        for i in range(n):
+            most_alive[0] = max(most_alive[0], len(alive))
+            eg = examples(nlp, [TRAIN[i % len(TRAIN)]])[0]
+            probe = Probe()
+            alive.add(probe)
+            eg.reference.user_data["probe"] = probe
+            yield eg
+
+    def dev_corpus(nlp):
+        for eg in examples(nlp) * 1000:
+            dev_read[0] += 1
+            yield eg
+
+    monkeypatch.setattr(textcat_module, "_dev_examples", dev_corpus)
+    nlp.get_pipe("bert_textcat").initialize(lambda: stream(200), nlp=nlp)
+    assert most_alive[0] == 1  # the example before, not yet released when the next is made
+    assert dev_read[0] == textcat_module.DEV_CHECK_SAMPLE
+    assert nlp.get_pipe("bert_textcat").labels == ("POS", "NEG")

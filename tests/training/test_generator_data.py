@@ -35,3 +35,11 @@ def test_tsv_errors_are_convert_s(tmp_path):
         generator_data.convert("tsv", src, tmp_path / "o.spacy")
     with pytest.raises(ValueError, match=r"\[E309\] Invalid --label-names item '0'"):
         generator_data.main(["tsv", str(src), str(tmp_path / "o.spacy"), "--label-names", "0"])
+
+
+@pytest.mark.parametrize("dev_fraction", [-0.1, 1.0])
+def test_bad_dev_fraction_has_its_own_code(dev_fraction):
+    from spacy_gptbert.training.generator_data import split_train_dev
+
+    with pytest.raises(ValueError, match=r"E122.*dev_fraction"):
+        split_train_dev("one\ntwo\n", dev_fraction)

@@ -1,5 +1,7 @@
-"""Shared fixtures: tiny random BERT models with tokenizers trained on the
-spot, written as Hugging Face directories in tmp dirs (no files in the repo)."""
+"""Shared fixtures: tiny random BERT models written as Hugging Face directories
+in tmp dirs. Their WordPiece vocabulary is a file in tests/data (trained once
+on CORPUS): the tokenizers trainer breaks ties differently in every process,
+so a vocabulary trained on the spot made exact-output tests vary by run."""
 import re
 from pathlib import Path
 
@@ -7,6 +9,7 @@ import pytest
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 ROOT = Path(__file__).resolve().parents[1]
+TINY_VOCAB = Path(__file__).resolve().parent / "data" / "tiny_wordpiece_vocab.txt"
 HF_TINY = SHARED / "hf-tiny"
 
 CORPUS = [
@@ -45,16 +48,15 @@ def docs_block(page: str, title: str, lang: str = "ini", index: int = 0) -> str:
 
 def build_tiny_bert(path: Path, *, hidden: int = 32, layers: int = 2, heads: int = 2,
                     positions: int = 300, seq_cls_labels=None) -> Path:
-    """Write a random BERT (or BertForSequenceClassification) with a WordPiece
-    tokenizer trained on CORPUS to `path`."""
+    """Write a random BERT (or BertForSequenceClassification) with the
+    WordPiece vocabulary TINY_VOCAB to `path`."""
+    import shutil
+
     import torch
-    from tokenizers import BertWordPieceTokenizer
     from transformers import BertConfig, BertForSequenceClassification, BertModel, BertTokenizerFast
 
     path.mkdir(parents=True, exist_ok=True)
-    trainer = BertWordPieceTokenizer(lowercase=True)
-    trainer.train_from_iterator(CORPUS * 5, vocab_size=200, min_frequency=1)
-    trainer.save_model(str(path))
+    shutil.copyfile(TINY_VOCAB, path / "vocab.txt")
     tokenizer = BertTokenizerFast(vocab_file=str(path / "vocab.txt"), do_lower_case=True,
                                   model_max_length=positions)
     config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=hidden, num_hidden_layers=layers,

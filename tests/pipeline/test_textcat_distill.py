@@ -7,6 +7,7 @@ import pytest
 import spacy
 from numpy.testing import assert_allclose
 from spacy.training import Example
+from thinc.api import fix_random_seed
 
 from spacy_gptbert.pipeline.textcat import GOLD_CATS_KEY
 
@@ -149,13 +150,16 @@ def test_bad_distillation_settings(setting, value, code):
 
 
 def test_trains_towards_the_teacher(tiny_bert):
-    """A few updates on soft targets move the predictions towards them."""
+    """Updates on soft targets bring the predictions to them (0.7 and 0.2),
+    not to the gold-like extremes (an error of 0.3 and 0.2 there). The head's
+    initial weights come from thinc's global seed, which other tests move."""
+    fix_random_seed(0)
     nlp = spacy.blank("en")
     nlp.add_pipe("bert_textcat", config={"model": {"name": tiny_bert, "window": 32, "stride": 16}})
     egs = soft_examples(nlp)
     opt = nlp.initialize(lambda: egs)
     before = [abs(nlp(eg.text).cats["POS"] - eg.reference.cats["POS"]) for eg in egs]
-    for _ in range(30):
+    for _ in range(60):
         nlp.update(egs, sgd=opt, drop=0.0)
     after = [abs(nlp(eg.text).cats["POS"] - eg.reference.cats["POS"]) for eg in egs]
-    assert all(a < 0.05 for a in after) and sum(after) < sum(before)
+    assert max(after) < 0.1 and sum(after) < 0.5 * sum(before)

@@ -12,6 +12,7 @@ from spacy.vocab import Vocab
 from thinc.api import Config, Model, Optimizer, Ragged, set_dropout_rate
 
 from ..errors import Errors
+from ..extensions import register_extensions
 from ..models.encoder import EncoderOutput, is_windowed_model, set_predict_precision
 from ..models.listener import EncoderListener
 from ..models.pooling import check_pooling
@@ -35,7 +36,7 @@ freeze_embeddings = false
 """
 DEFAULT_CONFIG = Config().from_str(DEFAULT_ENCODER_MODEL)
 
-hooks.register_extensions()
+register_extensions()
 
 
 @Language.factory(

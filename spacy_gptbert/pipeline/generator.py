@@ -27,6 +27,7 @@ from spacy.vocab import Vocab
 from thinc.api import Config, Model, Optimizer, set_dropout_rate
 
 from ..errors import Errors, Warnings, warn
+from ..extensions import register_extensions
 from ..models import generator_model as lm_model
 from ..models.gpt import IGNORE_INDEX, GenerationSettings, Rows
 from ..text_checks import clean_texts
@@ -36,9 +37,7 @@ from .serialization import HFSerializationMixin
 
 __all__ = ["GPTGenerator", "make_gpt_generator", "generator_score", "generation_agreement"]
 
-for _ext in ("generation", "generations", "completion"):
-    if not Doc.has_extension(_ext):
-        Doc.set_extension(_ext, default=None)
+register_extensions()
 
 DEFAULT_CONFIG_STR = """
 [model]

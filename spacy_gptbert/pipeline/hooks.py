@@ -1,5 +1,5 @@
-"""Doc extensions and the vector/similarity hooks that make doc.vector,
-span.vector, token.vector and .similarity() use the encoder's output.
+"""The vector/similarity hooks that make doc.vector, span.vector,
+token.vector and .similarity() use the encoder's output.
 
 Hooks are module-level functions (picklable), reading what set_annotations
 stored: doc.tensor (tokens) and doc._.bert_pooled (cls / mean per doc).
@@ -8,11 +8,7 @@ import math
 
 from spacy.tokens import Doc
 
-
-def register_extensions() -> None:
-    for name in ("bert_pooled", "bert_wordpieces"):
-        if not Doc.has_extension(name):
-            Doc.set_extension(name, default=None)
+from ..extensions import register_extensions  # noqa: F401  (its old home; registers them all)
 
 
 def doc_vector(doc):

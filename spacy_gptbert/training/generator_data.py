@@ -25,12 +25,12 @@ from spacy.tokens import Doc, DocBin
 from tqdm import tqdm
 
 from ..errors import Errors
+from ..extensions import register_extensions
 from .convert import label_set, parse_label_names, read_tsv, to_docbin
 
 FORMATS = ("text", "jsonl", "tsv")
 
-if not Doc.has_extension("completion"):
-    Doc.set_extension("completion", default=None)
+register_extensions()  # doc._.completion
 
 
 def text_blocks(text: str, block_chars: int = 500) -> List[str]:

@@ -23,26 +23,12 @@ from typing import Dict, List, Optional, Tuple
 import torch
 from thinc.api import Optimizer, PyTorchShim, xp2torch
 
-from ..errors import Warnings, warn
-from .autocast import native_bf16
+from .autocast import cpu_bf16, native_bf16  # noqa: F401  (re-exported: their home is autocast.py)
 
 # Use torch's fused Adam kernel where this torch has one: a private API, so
 # the multi-tensor ops in _adam_moments_and_step stay as the fallback (the
 # tests run both against thinc's optimizer).
 FUSED = True
-
-
-def cpu_bf16(mixed_precision: bool, on_gpu: bool) -> bool:
-    """Whether a module on the CPU should run under bf16 autocast: when mixed
-    precision is asked for and the CPU has bf16 instructions; else it runs in
-    float32, with W003 saying why (emulated bf16 is slower than float32). On
-    GPU the shim autocasts to fp16 instead, so the module itself does not."""
-    if not mixed_precision or on_gpu:
-        return False
-    if not native_bf16():
-        warn(Warnings.W003)
-        return False
-    return True
 
 
 class AveragingPyTorchShim(PyTorchShim):

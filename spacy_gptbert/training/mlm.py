@@ -107,27 +107,13 @@ def _mask_batch(tokenizer, texts: Sequence[str], max_length: int, mlm_probabilit
     return input_ids, enc["attention_mask"], enc.get("token_type_ids"), labels
 
 
-def _mixed_precision_on(device, mixed_precision: bool) -> bool:
-    """Whether to autocast on `device`: always when asked on GPU; on CPU only
-    with bf16 instructions (emulated bf16 is slower than float32; W003 says so)."""
-    from ..models.shim import cpu_bf16
-
-    return mixed_precision if device.type == "cuda" else cpu_bf16(mixed_precision, on_gpu=False)
-
-
-def _autocast(device, enabled: bool):
-    import torch
-
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.float16, enabled=enabled)
-    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled)
-
-
 def _forward(model, batch, device, mixed_precision: bool):
     """(mean loss over the targets, logits at the targets, target ids). The
     vocabulary projection runs only at the ~15% target positions (BERT's `cls`
     head; other families go through their full *ForMaskedLM forward)."""
     import torch
+
+    from ..models.autocast import autocast
 
     input_ids, attention_mask, token_type_ids, labels = batch
     kwargs = {"input_ids": input_ids.to(device), "attention_mask": attention_mask.to(device)}
@@ -135,7 +121,7 @@ def _forward(model, batch, device, mixed_precision: bool):
         kwargs["token_type_ids"] = token_type_ids.to(device)
     labels = labels.to(device)
     targets = labels != -100
-    with _autocast(device, mixed_precision):
+    with autocast(device, mixed_precision):
         if hasattr(model, "cls") and hasattr(model, "bert"):
             hidden = model.bert(**kwargs).last_hidden_state[targets]
             logits = model.cls(hidden)
@@ -150,8 +136,10 @@ def mlm_eval(model, tokenizer, texts: Sequence[str], *, batch_size: int = 64, ma
     """Masked-LM loss and accuracy on texts with a fixed (seeded) masking."""
     import torch
 
+    from ..models.autocast import use_mixed_precision
+
     device = next(model.parameters()).device
-    mixed_precision = _mixed_precision_on(device, mixed_precision)
+    mixed_precision = use_mixed_precision(device, mixed_precision)
     generator = torch.Generator().manual_seed(seed)
     was_training = model.training
     model.eval()
@@ -183,11 +171,13 @@ def pretrain_mlm(
     from thinc.api import get_torch_default_device
     from tqdm import tqdm
 
+    from ..models.autocast import use_mixed_precision
+
     if steps < 1 or batch_size < 1:
         raise ValueError(Errors.E323.format(steps=steps, batch_size=batch_size))
     device = torch.device(device) if device is not None else get_torch_default_device()
     model.to(device)
-    mixed_precision = _mixed_precision_on(device, mixed_precision)
+    mixed_precision = use_mixed_precision(device, mixed_precision)
     model.train()
     torch.manual_seed(seed)
     rng = random.Random(seed)

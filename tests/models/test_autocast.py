@@ -6,7 +6,7 @@ import spacy
 import torch
 from spacy.training import Example
 
-from spacy_gptbert.models import autocast, shim
+from spacy_gptbert.models import autocast
 from spacy_gptbert.models.encoder import is_windowed_model
 from spacy_gptbert.models.generator_model import find_causal_lm
 
@@ -40,20 +40,20 @@ def test_native_bf16_is_a_cached_bool():
     (True, False, True, True),
 ])
 def test_cpu_bf16_without_warning(asked, on_gpu, native, expected, monkeypatch, recwarn):
-    monkeypatch.setattr(shim, "native_bf16", lambda: native)
-    assert shim.cpu_bf16(asked, on_gpu) is expected
+    monkeypatch.setattr(autocast, "native_bf16", lambda: native)
+    assert autocast.cpu_bf16(asked, on_gpu) is expected
     assert not [w for w in recwarn if "W003" in str(w.message)]
 
 
 def test_cpu_without_bf16_runs_float32_and_warns(monkeypatch):
-    monkeypatch.setattr(shim, "native_bf16", lambda: False)
+    monkeypatch.setattr(autocast, "native_bf16", lambda: False)
     with pytest.warns(UserWarning, match=r"\[W003\]"):
-        assert shim.cpu_bf16(True, on_gpu=False) is False
+        assert autocast.cpu_bf16(True, on_gpu=False) is False
 
 
 @pytest.mark.parametrize("native", [True, False])
 def test_textcat_module_follows_the_cpu(tiny_bert, native, monkeypatch):
-    monkeypatch.setattr(shim, "native_bf16", lambda: native)
+    monkeypatch.setattr(autocast, "native_bf16", lambda: native)
     if native:
         nlp = _textcat(tiny_bert)
     else:
@@ -71,7 +71,7 @@ def test_textcat_module_follows_the_cpu(tiny_bert, native, monkeypatch):
 
 @pytest.mark.parametrize("native", [True, False])
 def test_gpt_from_scratch_follows_the_cpu(native, monkeypatch):
-    monkeypatch.setattr(shim, "native_bf16", lambda: native)
+    monkeypatch.setattr(autocast, "native_bf16", lambda: native)
     nlp = spacy.blank("en")
     nlp.add_pipe("gpt_generator", config={"model": {
         "@architectures": "spacy-gptbert.GPT.v1", "n_layer": 1, "n_head": 2, "n_embd": 32, "n_positions": 64,

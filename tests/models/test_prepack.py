@@ -11,7 +11,7 @@ from spacy.training import Example
 from thinc.api import Adam
 from torch import nn
 
-from spacy_gptbert.models import inference_copy, prepack, shim
+from spacy_gptbert.models import autocast, inference_copy, prepack
 from spacy_gptbert.models.encoder import is_windowed_model
 
 pytestmark = pytest.mark.skipif(not prepack.prepack_available(), reason="torch build without oneDNN linear kernels")
@@ -95,7 +95,7 @@ def test_default_encoder_predicts_with_the_copy_and_agrees_with_torch_kernels(ti
     ({"predict_precision": "mixed"}, {"mixed_precision": True}, set()),  # bf16 autocast runs torch's bf16 kernels
 ])
 def test_copy_choice(tiny_bert, settings, model, expected, monkeypatch):
-    monkeypatch.setattr(shim, "native_bf16", lambda: True)  # bf16 autocast even on CPUs without bf16 instructions
+    monkeypatch.setattr(autocast, "native_bf16", lambda: True)  # bf16 autocast even on CPUs without bf16 instructions
     nlp = _nlp(tiny_bert, model=model, **settings)
     list(nlp.pipe(TEXTS))
     assert _cached_kinds(_module(nlp.get_pipe("bert_encoder"))) == expected

@@ -4,7 +4,7 @@ import pytest
 import spacy
 from spacy.training import Example
 
-from spacy_gptbert.models import shim
+from spacy_gptbert.models import autocast
 from spacy_gptbert.models.encoder import is_windowed_model
 
 SAVED_MODEL = {"window": 32, "stride": 16, "max_batch_tokens": 256, "mixed_precision": False}
@@ -61,7 +61,7 @@ def test_a_load_time_override_wins_over_the_saved_setting(saved_pipeline, monkey
                                                          read, expected):
     """spacy.load(P, config=...) changes a setting, as in spaCy's own
     components, and keeps what training learned (the labels)."""
-    monkeypatch.setattr(shim, "native_bf16", lambda: True)  # bf16 asked for is bf16 used, on any CPU
+    monkeypatch.setattr(autocast, "native_bf16", lambda: True)  # bf16 asked for is bf16 used, on any CPU
     nlp = spacy.load(saved_pipeline, config={"components": {component: override}})
     assert read(nlp) == expected
     assert nlp.get_pipe("bert_textcat").labels == ("FUN", "NEWS")

@@ -340,9 +340,9 @@ def test_a_mixed_precision_pipeline_predicts_in_fp32_unless_asked(tiny_bert, tmp
     """Trained with mixed_precision = true, a pipeline predicts in float32 by
     default, so a doc's cats do not depend on the batch it shares; bf16
     prediction is a choice made at load time (predict_precision = "mixed")."""
-    from spacy_gptbert.models import shim
+    from spacy_gptbert.models import autocast
 
-    monkeypatch.setattr(shim, "native_bf16", lambda: True)  # bf16 autocast on any CPU (emulated there)
+    monkeypatch.setattr(autocast, "native_bf16", lambda: True)  # bf16 autocast on any CPU (emulated there)
     nlp = make_nlp(tiny_bert, model={"mixed_precision": True})
     spacy.util.fix_random_seed(0)
     _overfit(nlp, examples(nlp), steps=4)

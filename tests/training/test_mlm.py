@@ -154,12 +154,13 @@ def test_pretrain_follows_thinc_gpu(tiny_bert):
 def test_cpu_mixed_precision_needs_bf16_instructions(tiny_bert, native, monkeypatch, recwarn):
     """mixed_precision on CPU autocasts to bf16 only where the CPU has bf16
     instructions; elsewhere training runs float32 and W003 says why."""
-    from spacy_gptbert.models import shim
+    from spacy_gptbert.models import autocast
 
-    monkeypatch.setattr(shim, "native_bf16", lambda: native)
+    monkeypatch.setattr(autocast, "native_bf16", lambda: native)
     seen = []
-    real_autocast = mlm._autocast
-    monkeypatch.setattr(mlm, "_autocast", lambda device, enabled: seen.append(enabled) or real_autocast(device, enabled))
+    real_autocast = autocast.autocast
+    monkeypatch.setattr(autocast, "autocast",
+                        lambda device, enabled: seen.append(enabled) or real_autocast(device, enabled))
     model, tokenizer, _ = mlm.load_mlm(tiny_bert)
     mlm.pretrain_mlm(model, tokenizer, CORPUS, steps=2, batch_size=4, progress=False, mixed_precision=True,
                      device="cpu")

@@ -38,36 +38,27 @@ def text_blocks(text: str, block_chars: int = 500) -> List[str]:
     (blank line) boundaries where possible, else at line boundaries. A single
     line longer than block_chars stays whole. Joining the blocks with "\n\n"
     between paragraphs and "\n" within gives back the text's content."""
+    paragraphs = [p for p in (p.strip("\n") for p in text.split("\n\n")) if p]
+    pieces = [piece for para in paragraphs
+              for piece in ([para] if len(para) <= block_chars else _pack(para.split("\n"), "\n", block_chars))]
+    return _pack(pieces, "\n\n", block_chars)
+
+
+def _pack(pieces: Iterable[str], sep: str, block_chars: int) -> List[str]:
+    """Consecutive pieces joined by sep into blocks of at most block_chars
+    characters; a piece longer than that is a block of its own."""
     blocks: List[str] = []
     current = ""
-    for para in (p.strip("\n") for p in text.split("\n\n")):
-        if not para:
-            continue
-        pieces = [para] if len(para) <= block_chars else _split_lines(para, block_chars)
-        for piece in pieces:
-            joined = f"{current}\n\n{piece}" if current else piece
-            if current and len(joined) > block_chars:
-                blocks.append(current)
-                current = piece
-            else:
-                current = joined
-    if current:
-        blocks.append(current)
-    return blocks
-
-
-def _split_lines(para: str, block_chars: int) -> List[str]:
-    out, current = [], ""
-    for line in para.split("\n"):
-        joined = f"{current}\n{line}" if current else line
+    for piece in pieces:
+        joined = f"{current}{sep}{piece}" if current else piece
         if current and len(joined) > block_chars:
-            out.append(current)
-            current = line
+            blocks.append(current)
+            current = piece
         else:
             current = joined
     if current:
-        out.append(current)
-    return out
+        blocks.append(current)
+    return blocks
 
 
 def split_train_dev(text: str, dev_fraction: float) -> Tuple[str, str]:

@@ -13,114 +13,39 @@ Hugging Face `generate` on the shim's module under no_grad, on the shim's device
 """
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from spacy.util import registry
-from thinc.api import ArgsKwargs, Model, PyTorchGradScaler, get_torch_default_device, torch2xp, xp2torch
+from thinc.api import ArgsKwargs, Model, torch2xp, xp2torch
 from thinc.layers.pytorchwrapper import forward as pytorch_forward
 from thinc.types import Floats1d
 
 from ..errors import Errors
 from . import gpt
 from .gpt import GenerationSettings, Rows
-from .hf_loading import DEFAULT_ENCODER, load_pretrained
+from .hf_loading import load_pretrained
+from .hf_node import (  # noqa: F401  (get_hf_parts, load_into: re-exported, their home is hf_node.py)
+    AUTO_CLASSES, attach_module, get_hf_parts, hf_node, hf_nodes, is_hf_node, load_into, module_bf16,
+)
 from .inference_copy import predicting_module
-from .shim import AveragingPyTorchShim, cpu_bf16
 
 
-@registry.architectures("spacy-gptbert.CausalLM.v1")
-def build_causal_lm(
-    name: str,
-    mixed_precision: bool = False,
-    grad_scaler_config: Optional[Dict[str, Any]] = None,
-    trust_remote_code: bool = False,
-) -> Model[Rows, Floats1d]:
-    """A pretrained Hugging Face causal LM (AutoModelForCausalLM + tokenizer),
-    by hub name or local directory. Weights load at initialize."""
-    return _causal_lm_model(
-        "pretrained", name=name, mixed_precision=mixed_precision,
-        grad_scaler_config=grad_scaler_config, trust_remote_code=trust_remote_code, gpt={},
-    )
-
-
-@registry.architectures("spacy-gptbert.GPT.v1")
-def build_gpt(
-    n_layer: int = 4,
-    n_head: int = 4,
-    n_embd: int = 256,
-    n_positions: int = 128,
-    vocab_size: int = 2048,
-    dropout: float = 0.0,
-    min_frequency: int = 2,
-    seed: int = 0,
-    mixed_precision: bool = False,
-    grad_scaler_config: Optional[Dict[str, Any]] = None,
-) -> Model[Rows, Floats1d]:
-    """A GPT-2-style model trained from scratch. At initialize, a byte-level
-    BPE tokenizer of `vocab_size` entries is trained on the training texts and
-    a fresh GPT2LMHeadModel of the given sizes is built."""
-    gpt.check_gpt_sizes(n_layer, n_head, n_embd, n_positions, vocab_size)
-    sizes = dict(n_layer=n_layer, n_head=n_head, n_embd=n_embd, n_positions=n_positions,
-                 vocab_size=vocab_size, dropout=dropout, min_frequency=min_frequency, seed=seed)
-    return _causal_lm_model(
-        "scratch", name="", mixed_precision=mixed_precision, grad_scaler_config=grad_scaler_config,
-        trust_remote_code=False, gpt=sizes,
-    )
-
-
-@registry.architectures("spacy-gptbert.BertDecoder.v1")
-def build_bert_decoder(
-    name: str = DEFAULT_ENCODER,
-    dropout: Optional[float] = None,
-    seed: int = 0,
-    mixed_precision: bool = False,
-    grad_scaler_config: Optional[Dict[str, Any]] = None,
-    trust_remote_code: bool = False,
-) -> Model[Rows, Floats1d]:
-    """A pretrained BERT-family encoder (bert, roberta, xlm-roberta, camembert,
-    electra, ernie), by hub name or local directory, warm-started as a causal
-    decoder (Rothe, Narayan and Severyn, 2020): loaded at initialize with
-    Hugging Face's causal-LM class for its type (e.g. BertLMHeadModel) and
-    `is_decoder = true`, so each token attends only to the tokens before it.
-    The output layer is tied to the word embeddings; an encoder checkpoint has
-    no LM head, so the head's transform and bias start fresh (from `seed`).
-    Generation starts on the tokenizer's bos token, else its [CLS], and ends on
-    its eos token, else its [SEP].
-    dropout: the hidden and attention dropout while training; null keeps the
-    checkpoint's."""
-    return _causal_lm_model(
-        "decoder", name=name, mixed_precision=mixed_precision, grad_scaler_config=grad_scaler_config,
-        trust_remote_code=trust_remote_code, gpt={}, decoder={"dropout": dropout, "seed": seed},
-        hf_load=load_decoder_into,
-    )
-
-
-def _causal_lm_model(source: str, hf_load: Optional[Callable[[Model, Any], None]] = None,
-                     **attrs) -> Model[Rows, Floats1d]:
-    return Model(
-        "spacy-gptbert.CausalLM",
-        pytorch_forward,
-        init=init_causal_lm,
-        attrs={
-            "source": source,
-            **attrs,
-            "grad_scaler_config": dict(attrs.get("grad_scaler_config") or {}),
-            "convert_inputs": convert_inputs,
-            "convert_outputs": convert_outputs,
-            "tokenizer": None,
-            # serialization hooks (pipeline/serialization.py)
-            "hf_parts": get_hf_parts,
-            "hf_load": hf_load or load_into,
-        },
+def causal_lm_model(source: str, load: Optional[Callable[[Model, Any], Any]] = None,
+                    **attrs) -> Model[Rows, Floats1d]:
+    """The node of the generator architectures (architectures.py). source:
+    "pretrained", "decoder" (loaded at initialize) or "scratch" (built at
+    initialize from the training texts)."""
+    return hf_node(
+        "spacy-gptbert.CausalLM", pytorch_forward, init=init_causal_lm, kind="causal_lm", attach=attach_lm,
+        load=load, attrs={"source": source, **attrs,
+                          "convert_inputs": convert_inputs, "convert_outputs": convert_outputs},
     )
 
 
 def is_causal_lm(node: Model) -> bool:
-    return node.attrs.get("convert_inputs") is convert_inputs
+    return is_hf_node(node, "causal_lm")
 
 
 def find_causal_lm(model: Model) -> Model:
-    for node in model.walk():
-        if is_causal_lm(node):
-            return node
+    for node in hf_nodes(model, "causal_lm"):
+        return node
     raise ValueError("gpt_generator needs a spacy-gptbert.CausalLM.v1, spacy-gptbert.BertDecoder.v1 or "
                      "spacy-gptbert.GPT.v1 model.")
 
@@ -143,14 +68,6 @@ def init_causal_lm(model: Model, X: Optional[List[str]] = None, Y=None) -> None:
     attach_lm(model, lm, tokenizer)
 
 
-def load_into(model: Model, name_or_path) -> None:
-    lm, tokenizer, _ = load_pretrained(
-        name_or_path, "AutoModelForCausalLM", trust_remote_code=model.attrs["trust_remote_code"],
-        expect="causal_lm",
-    )
-    attach_lm(model, lm, tokenizer)
-
-
 def load_decoder_into(model: Model, name_or_path) -> None:
     """A BERT-family encoder (or a saved BertDecoder) as a causal decoder whose
     output layer is the word embeddings (tie_word_embeddings)."""
@@ -160,13 +77,11 @@ def load_decoder_into(model: Model, name_or_path) -> None:
     if settings["dropout"] is not None:
         overrides.update(hidden_dropout_prob=settings["dropout"],
                          attention_probs_dropout_prob=settings["dropout"])
-    # The LM head weights an encoder checkpoint lacks are drawn from torch's
-    # RNG: the same seed gives the same start, and the caller's RNG is untouched.
-    with gpt.seeded(settings["seed"]):
-        lm, tokenizer, path = load_pretrained(
-            name_or_path, "AutoModelForCausalLM", trust_remote_code=model.attrs["trust_remote_code"],
-            expect="decoder", config_overrides=overrides,
-        )
+    # The LM head weights an encoder checkpoint lacks start from the seed.
+    lm, tokenizer, path = load_pretrained(
+        name_or_path, AUTO_CLASSES["causal_lm"], trust_remote_code=model.attrs["trust_remote_code"],
+        expect="decoder", config_overrides=overrides, seed=settings["seed"],
+    )
     if not gpt.use_cls_sep_as_bos_eos(tokenizer):
         raise ValueError(Errors.E231.format(path=path))
     gpt.align_generation_positions(lm)
@@ -174,23 +89,8 @@ def load_decoder_into(model: Model, name_or_path) -> None:
 
 
 def attach_lm(model: Model, lm, tokenizer) -> None:
-    """Wrap the LM in a PyTorchShim; the shim puts it on thinc's current device."""
-    mixed_precision = model.attrs["mixed_precision"]
-    # thinc's shim autocasts (fp16 + grad scaling) on CUDA only; on CPU the module uses bf16 where the CPU has it.
-    on_gpu = get_torch_default_device().type == "cuda"
-    shim = AveragingPyTorchShim(
-        gpt.CausalLMLoss(lm, mixed_precision=cpu_bf16(mixed_precision, on_gpu)),
-        mixed_precision=mixed_precision and on_gpu,
-        grad_scaler=PyTorchGradScaler(**model.attrs["grad_scaler_config"]),
-    )
-    model.shims[:] = [shim]
-    model.attrs["tokenizer"] = tokenizer
-
-
-def get_hf_parts(model: Model):
-    if not model.shims:
-        return None, None
-    return model.shims[0]._model.lm, model.attrs["tokenizer"]
+    """Wrap the LM in the node's shim, on thinc's current device."""
+    attach_module(model, gpt.CausalLMLoss(lm, mixed_precision=module_bf16(model)), tokenizer)
 
 
 def get_lm(model: Model):
@@ -335,3 +235,16 @@ def _strip_after_eos(rows: List[List[int]], eos: Optional[int]) -> List[List[int
     if eos is None:
         return rows
     return [row[: row.index(eos)] if eos in row else row for row in rows]
+
+
+# The generator's architectures moved to architectures.py; this keeps their
+# old import path (generator_model.build_gpt, ...) working.
+_MOVED = ("build_causal_lm", "build_gpt", "build_bert_decoder")
+
+
+def __getattr__(name: str):
+    if name in _MOVED:
+        from . import architectures
+
+        return getattr(architectures, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

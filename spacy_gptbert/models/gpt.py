@@ -162,6 +162,10 @@ class CausalLMLoss(torch.nn.Module):
         self.lm = lm
         self.mixed_precision = mixed_precision  # bf16 autocast on CPU (GPU: thinc's shim autocasts)
 
+    @property
+    def hf_model(self) -> torch.nn.Module:
+        return self.lm
+
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         # input_ids, attention_mask, targets: (B, T); rows are right-padded.
         with cpu_autocast(self.mixed_precision, input_ids.device):

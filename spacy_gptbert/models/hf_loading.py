@@ -206,14 +206,20 @@ def load_pretrained(
     trust_remote_code: bool = False,
     expect: str = "encoder",
     config_overrides: Optional[dict] = None,
+    seed: Optional[int] = None,
 ):
     """Load (model, tokenizer, directory) for `name` with a transformers Auto class.
 
-    expect: "encoder" (BERT family), "causal_lm", "seq_cls" or "decoder" (a
-    BERT-family encoder to warm-start a decoder from); checked against
-    config.json before any weights are read so a wrong model fails fast.
+    expect: "encoder" (BERT family), "causal_lm", "seq_cls", "decoder" (a
+    BERT-family encoder to warm-start a decoder from) or "mlm" (a BERT-family
+    encoder into its masked-LM class: every encoder weight must load, only the
+    head may start fresh); checked against config.json before any weights are
+    read so a wrong model fails fast.
     config_overrides: config.json values to replace (e.g. is_decoder=True).
+    seed: the weights the checkpoint lacks (a head) are drawn from torch's RNG;
+    with a seed they start the same each time, and the caller's RNG is untouched.
     """
+    import torch
     import transformers
 
     path = resolve_model_dir(name)
@@ -229,21 +235,37 @@ def load_pretrained(
     check_weights(path)
     tokenizer = load_tokenizer(path, trust_remote_code, offsets=expect in ("encoder", "seq_cls"))
     cls = getattr(transformers, auto_class)
+    loading_info = {"output_loading_info": True} if expect == "mlm" else {}
     try:
-        with _quiet_transformers():
+        with _quiet_transformers(), torch.random.fork_rng(devices=[], enabled=seed is not None):
+            if seed is not None:
+                torch.manual_seed(seed)
             model = cls.from_pretrained(
                 str(path),
                 use_safetensors=True,
                 local_files_only=True,
                 trust_remote_code=trust_remote_code,
+                **loading_info,
                 **(config_overrides or {}),
             )
     except Exception as err:
         raise OSError(Errors.E004.format(path=path, err=_short(err))) from None
+    if loading_info:
+        model, info = model
+        check_encoder_weights_loaded(path, model, info["missing_keys"])
     check_vocab_fits(path, model, tokenizer)
     if expect == "causal_lm" and tokenizer.eos_token_id is None and tokenizer.bos_token_id is None:
         raise ValueError(Errors.E011.format(path=path))
     return model, tokenizer, path
+
+
+def check_encoder_weights_loaded(path: Path, model, missing_keys: List[str]) -> None:
+    """A head class (e.g. BertForMaskedLM) may start its head fresh, but every
+    weight of the encoder inside it must have loaded."""
+    prefix = model.base_model_prefix + "."
+    encoder_missing = [k for k in missing_keys if k.startswith(prefix) or "." not in k]
+    if encoder_missing:
+        raise ValueError(Errors.E321.format(path=path, missing=", ".join(encoder_missing[:5])))
 
 
 def known_model_type(config: dict) -> bool:
@@ -270,7 +292,7 @@ def check_custom_code_kind(path: Path, config: dict, auto_class: str) -> None:
 def check_model_kind(path: Path, config: dict, expect: str) -> None:
     model_type = config.get("model_type", "<none>")
     archs = ", ".join(config.get("architectures") or ["no architectures listed"])
-    if expect in ("encoder", "seq_cls") and model_type not in ENCODER_TYPES:
+    if expect in ("encoder", "seq_cls", "mlm") and model_type not in ENCODER_TYPES:
         raise ValueError(Errors.E006.format(
             path=path, model_type=model_type, architectures=archs,
             expected="BERT-family encoder",
@@ -298,6 +320,12 @@ def check_model_kind(path: Path, config: dict, expect: str) -> None:
                 path=path, model_type=model_type, architectures=archs,
                 expected="causal language model with an LM head", hint=hint,
             ))
+    if expect == "mlm":
+        from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
+
+        if model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES:
+            raise ValueError(Errors.E322.format(
+                path=path, err=f"no AutoModelForMaskedLM class for model type '{model_type}'"))
     if expect == "decoder" and model_type not in DECODER_TYPES:
         raise ValueError(Errors.E230.format(
             path=path, model_type=model_type, architectures=archs, types=", ".join(sorted(DECODER_TYPES)),

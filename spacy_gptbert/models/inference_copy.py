@@ -26,7 +26,7 @@ from thinc.api import Model
 from torch import nn
 
 from . import prepack, quantize
-from .encoder import is_windowed_model
+from .hf_node import WINDOWED_KINDS, hf_nodes
 
 _CACHE: "weakref.WeakKeyDictionary[nn.Module, Dict[str, Tuple[tuple, nn.Module]]]" = weakref.WeakKeyDictionary()
 # Per module: (storage pointers, strided views into its parameters, random weights).
@@ -102,8 +102,8 @@ def use_inference_copy(model: Model, use_int8: bool = False, use_prepack: bool =
     after."""
     swapped = []
     try:
-        for node in model.walk():
-            if not (is_windowed_model(node) and node.shims):
+        for node in hf_nodes(model, *WINDOWED_KINDS):
+            if not node.shims:
                 continue
             shim = node.shims[0]
             original = shim._model

@@ -12,23 +12,47 @@ from . import torch_threads  # noqa: F401  (fork-safe thread settings)
 from .autocast import cpu_autocast
 
 
-class WindowedEncoder(nn.Module):
-    """mixed_precision: bf16 autocast on the CPU in training (with autograd);
-    predict_mixed_precision: the same in prediction (without autograd). They
-    differ because a bf16 prediction depends on the batch a doc shares (its
-    padding and chunk shapes), which a training step does not mind."""
+class WindowedModule(nn.Module):
+    """What the windowed modules share: the Hugging Face model (`hf_model`)
+    and two precisions. mixed_precision: bf16 autocast on the CPU in training
+    (with autograd); predict_mixed_precision: the same in prediction (without
+    autograd, under torch.inference_mode). They differ because a bf16
+    prediction depends on the batch a doc shares (its padding and chunk
+    shapes), which a training step does not mind. The thinc side
+    (encoder.py) calls forward with the keyword arguments of a window plan;
+    each subclass's `_forward` takes those it reads."""
 
-    def __init__(self, transformer: nn.Module, mixed_precision: bool = False, predict_mixed_precision: bool = False):
+    hf_attr = ""  # the attribute holding the Hugging Face model (its state_dict prefix)
+
+    def __init__(self, hf_model: nn.Module, mixed_precision: bool = False, predict_mixed_precision: bool = False):
         super().__init__()
-        self.transformer = transformer
+        setattr(self, self.hf_attr, hf_model)
         self.mixed_precision = mixed_precision
         self.predict_mixed_precision = predict_mixed_precision
 
-    def forward(
+    @property
+    def hf_model(self) -> nn.Module:
+        return getattr(self, self.hf_attr)
+
+    def forward(self, **plan):
+        if torch.is_grad_enabled():
+            return self._forward(bf16=self.mixed_precision, **plan)
+        with torch.inference_mode():
+            return self._forward(bf16=self.predict_mixed_precision, **plan)
+
+    def _forward(self, bf16: bool, **plan):
+        raise NotImplementedError
+
+
+class WindowedEncoder(WindowedModule):
+    """An encoder over strided windows, its outputs pooled onto tokens and docs."""
+
+    hf_attr = "transformer"
+
+    def _forward(
         self,
+        bf16: bool,
         chunks: List[Tuple[torch.Tensor, torch.Tensor]],
-        pos_window: torch.Tensor,
-        pos_scale: torch.Tensor,
         content_pos: torch.Tensor,
         content_wp: torch.Tensor,
         content_scale: torch.Tensor,
@@ -42,13 +66,15 @@ class WindowedEncoder(nn.Module):
         n_docs: int,
         return_wordpieces: bool = False,
         return_tokens: bool = True,
+        **_unused,
     ) -> Tuple[torch.Tensor, ...]:
         """
         chunks: (input_ids, attention_mask) pairs, each (n_windows_in_chunk, length);
             windows sorted by length so padding stays small; real positions
             first in each row (right padding).
-        pos_window (P,), pos_scale (P,): window of each real position (all
-            windows concatenated, special tokens included) and 1 / window length.
+        (pos_window (P,), pos_scale (P,), in `_unused`: window of each real
+            position, all windows concatenated, special tokens included, and
+            1 / window length.)
         content_pos (C,), content_wp (C,), content_scale (C,): which real
             positions are content wordpieces, their doc-level wordpiece index and
             1 / number of windows covering that wordpiece (strided overlap).
@@ -61,22 +87,10 @@ class WindowedEncoder(nn.Module):
         token rows are a zero-stride view of zeros (nothing is pooled onto
         tokens: for callers that only read cls/mean).
 
-        Without autograd (prediction) it runs under torch.inference_mode.
         Each chunk's outputs are pooled as soon as it is computed, so memory
         holds one chunk's hidden states plus the pooled rows, never all
         windows' hidden states at once.
         """
-        if torch.is_grad_enabled():
-            return self._forward(chunks, content_pos, content_wp, content_scale, align_wp, align_token, align_scale,
-                                 window_doc, window_scale, n_wordpieces, n_tokens, n_docs,
-                                 return_wordpieces, return_tokens, self.mixed_precision)
-        with torch.inference_mode():
-            return self._forward(chunks, content_pos, content_wp, content_scale, align_wp, align_token, align_scale,
-                                 window_doc, window_scale, n_wordpieces, n_tokens, n_docs,
-                                 return_wordpieces, return_tokens, self.predict_mixed_precision)
-
-    def _forward(self, chunks, content_pos, content_wp, content_scale, align_wp, align_token, align_scale,
-                 window_doc, window_scale, n_wordpieces, n_tokens, n_docs, return_wordpieces, return_tokens, bf16):
         width = int(self.transformer.config.hidden_size)
         need_wordpieces = return_wordpieces or return_tokens
         wordpieces = None
@@ -133,31 +147,14 @@ def _scatter_mean(
     return out
 
 
-class WindowedClassifier(nn.Module):
+class WindowedClassifier(WindowedModule):
     """A fine-tuned sequence-classification model run over strided windows;
-    a doc's logits are the mean of its windows' logits. The precisions are
-    WindowedEncoder's."""
+    a doc's logits are the mean of its windows' logits."""
 
-    def __init__(self, classifier: nn.Module, mixed_precision: bool = False, predict_mixed_precision: bool = False):
-        super().__init__()
-        self.classifier = classifier
-        self.mixed_precision = mixed_precision
-        self.predict_mixed_precision = predict_mixed_precision
+    hf_attr = "classifier"
 
-    def forward(
-        self,
-        chunks: List[Tuple[torch.Tensor, torch.Tensor]],
-        window_doc: torch.Tensor,
-        window_scale: torch.Tensor,
-        n_docs: int,
-        **_unused,
-    ) -> torch.Tensor:
-        if not torch.is_grad_enabled():
-            with torch.inference_mode():
-                return self._forward(chunks, window_doc, window_scale, n_docs, self.predict_mixed_precision)
-        return self._forward(chunks, window_doc, window_scale, n_docs, self.mixed_precision)
-
-    def _forward(self, chunks, window_doc, window_scale, n_docs, bf16) -> torch.Tensor:
+    def _forward(self, bf16: bool, chunks: List[Tuple[torch.Tensor, torch.Tensor]], window_doc: torch.Tensor,
+                 window_scale: torch.Tensor, n_docs: int, **_unused) -> torch.Tensor:
         logits = []
         for ids, mask in chunks:
             with cpu_autocast(bf16, ids.device):

@@ -53,29 +53,9 @@ def load_mlm(name: Union[str, Path], seed: int = 0):
     """(masked-LM model, tokenizer, model directory) for an encoder name or
     directory. Missing head weights are built fresh (tied output embeddings,
     initialized from `seed`); missing encoder weights are an error (E321)."""
-    import torch
-    import transformers
+    from ..models.hf_loading import load_pretrained
 
-    from ..models.hf_loading import (
-        _quiet_transformers, check_model_kind, check_weights, load_tokenizer, read_config, resolve_model_dir,
-    )
-
-    path = resolve_model_dir(name)
-    config = read_config(path)
-    check_model_kind(path, config, "encoder")
-    check_weights(path)
-    tokenizer = load_tokenizer(path)
-    try:
-        with _quiet_transformers(), torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            model, info = transformers.AutoModelForMaskedLM.from_pretrained(
-                str(path), use_safetensors=True, local_files_only=True, output_loading_info=True)
-    except ValueError as err:  # no masked-LM class for this model type
-        raise ValueError(Errors.E322.format(path=path, err=str(err).splitlines()[0][:200])) from None
-    prefix = model.base_model_prefix + "."
-    head_free = [k for k in info["missing_keys"] if k.startswith(prefix) or "." not in k]
-    if head_free:
-        raise ValueError(Errors.E321.format(path=path, missing=", ".join(head_free[:5])))
+    model, tokenizer, path = load_pretrained(name, "AutoModelForMaskedLM", expect="mlm", seed=seed)
     model.tie_weights()
     return model, tokenizer, path
 
@@ -228,12 +208,9 @@ def save_encoder(model, tokenizer, source_dir: Path, output_dir: Union[str, Path
     The encoder goes back into the source's own base class (e.g. BertModel), so
     weights the masked-LM class does not carry (BERT's pooler) keep their
     pretrained values and the directory loads with AutoModel without warnings."""
-    import transformers
+    from ..models.hf_loading import load_pretrained, save_pretrained
 
-    from ..models.hf_loading import _quiet_transformers, save_pretrained
-
-    with _quiet_transformers():
-        encoder = transformers.AutoModel.from_pretrained(str(source_dir), use_safetensors=True, local_files_only=True)
+    encoder, _, _ = load_pretrained(source_dir, "AutoModel", expect="encoder")
     missing, unexpected = encoder.load_state_dict(model.base_model.state_dict(), strict=False)
     if unexpected or any(not k.startswith("pooler.") for k in missing):
         raise ValueError(Errors.E321.format(path=source_dir, missing=", ".join((unexpected + missing)[:5])))

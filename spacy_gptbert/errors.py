@@ -32,8 +32,7 @@ class Warnings(metaclass=ErrorsWithCodes):
             "further) use spacy-gptbert.HFSequenceClassifier.v1.")
     W003 = ("mixed_precision = true asks for bf16 autocast on the CPU, but this CPU "
             "has no bf16 instructions (AVX512-BF16 or AMX): torch would emulate bf16, "
-            "which is slower than float32 (about 2x per MiniLM training step on an Ice Lake "
-            "Xeon). Running in float32 instead; "
+            "which is slower than float32. Running in float32 instead; "
             "set mixed_precision = false to silence this, or train on a GPU or a CPU "
             "with AVX512-BF16/AMX to use mixed precision.")
     W020 = ("The copy of '{name}' in '{snapshot}' is incomplete or modified "

@@ -6,16 +6,14 @@ official wheels) and hands it the weight in its plain layout on every call.
 oneDNN can reorder a weight once into the blocked layout its kernels read
 (`torch.ops.mkldnn._reorder_linear_weight`, what torch.compile's CPU freezing
 pass uses) and multiply with it directly (`_linear_pointwise`). Same fp32
-arithmetic, different summation order: outputs agree to ~1e-6. On the 2-core
-AMD EPYC these projects run on, MiniLM's linear layers ran 1.5-4x faster that
-way and the whole fp32 encoder 1.7-1.9x (`benchmarks/README.md`); the gain
-elsewhere depends on the CPU and the BLAS.
+arithmetic, different summation order: outputs agree to float32 rounding.
+Where it is faster, and by how much, depends on the CPU and the BLAS
+(measurements: `benchmarks/README.md`).
 
 The copy shares every tensor with the float module (embeddings, LayerNorms,
 biases); only the reordered weights are new memory, about one extra copy of
-the linear weights (40.5 MiB for MiniLM-L6; building the first copy raised
-RSS by 82 MiB, a second one by 41 MiB). inference_copy.py swaps it in for
-prediction and rebuilds it when the weights change.
+the linear weights. inference_copy.py swaps it in for prediction and
+rebuilds it when the weights change.
 """
 import copy
 import functools
@@ -36,9 +34,8 @@ class PrepackedLinear(nn.Module):
     has no autograd.
 
     A single-row input (one prompt decoding one token) runs torch's kernel on
-    the shared float weight instead: there oneDNN's per-call overhead loses
-    (2 threads, layers 256-1024 wide: 12-16 us against 5-13 us); from two
-    rows on oneDNN was as fast or faster."""
+    the shared float weight instead: there oneDNN's per-call overhead loses;
+    from two rows on oneDNN was as fast or faster (benchmarks/README.md)."""
 
     def __init__(self, layer: nn.Module):
         super().__init__()

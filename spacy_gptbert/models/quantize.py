@@ -7,13 +7,12 @@ activations quantized on the fly with one scale per tensor), everything else
 is cached, swapped in and rebuilt: inference_copy.py.
 
 Linear layers whose inputs carry outliers stay float (`input_outlier_ratios`).
-In BERT-family encoders these are feed-forward output projections: their
-inputs are GELU activations with a few huge channels (in MiniLM fine-tuned on
-SST-2, layers 0-2 peak at 72-89x their RMS on SST-2 dev, every other linear
-layer at 10-51x: benchmarks/int8_outliers.py). One
-int8 scale per tensor then leaves the typical value ~1.5 steps: quantizing all
-layers cost 1.5 points of SST-2 dev accuracy (88.42% vs 89.91% fp32), keeping
-those three float cost none (`benchmarks/README.md` has the speed).
+In BERT-family encoders these are feed-forward output projections of the
+first layers: their inputs are GELU activations with a few huge channels, far
+above their RMS. One int8 scale per tensor then leaves the typical value only
+a step or two, which costs accuracy; keeping those layers float keeps it
+(the measurements, accuracy and speed: benchmarks/int8_outliers.py,
+`benchmarks/README.md`).
 """
 import warnings
 from typing import Dict
@@ -46,12 +45,9 @@ _CALIBRATION_SHAPE = (8, 64)  # random token ids: windows x wordpieces
 def input_outlier_ratios(module: nn.Module) -> Dict[str, float]:
     """max |x| / RMS(x) of the input of each nn.Linear of `module`, on one batch
     of random token ids (fixed seed) through the Hugging Face model inside it.
-    The huge channels are a property of the weights, not of the text: in
-    MiniLM fine-tuned on SST-2, random ids give 96/103/80/59/19/16 for the
-    feed-forward output projections of layers 0-5 where SST-2 dev sentences
-    give 89/85/72/51/29/34, and at most 45 for every other layer either way
-    (benchmarks/int8_outliers.py). {} when `module` holds no Hugging Face model
-    with a vocabulary."""
+    The huge channels are a property of the weights, not of the text: random
+    ids and real sentences pick out the same layers (benchmarks/int8_outliers.py).
+    {} when `module` holds no Hugging Face model with a vocabulary."""
     hf_model = next((m for m in module.modules() if hasattr(getattr(m, "config", None), "vocab_size")), None)
     if hf_model is None:
         return {}

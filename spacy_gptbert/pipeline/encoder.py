@@ -7,34 +7,23 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence
 from spacy.language import Language
 from spacy.pipeline import TrainablePipe
 from spacy.tokens import Doc
-from spacy.training import Example, validate_examples, validate_get_examples
+from spacy.training import Example, validate_get_examples
 from spacy.vocab import Vocab
 from thinc.api import Config, Model, Optimizer, Ragged, set_dropout_rate
 
 from ..errors import Errors
 from ..extensions import register_extensions
-from ..models.encoder import EncoderOutput, is_windowed_model, set_predict_precision
+from ..models.encoder import EncoderOutput, is_windowed_model
 from ..models.listener import EncoderListener
 from ..models.pooling import check_pooling
-from ..models.inference_copy import use_inference_copy
-from ..models.quantize import check_quantization_available
 from . import hooks
+from .base import WINDOW_DEFAULTS, InferenceSettings, begin_update, default_model
 from .doc_checks import DocsOnly, check_docs
 from .serialization import HFSerializationMixin
 
-DEFAULT_ENCODER_MODEL = """
-[model]
-@architectures = "spacy-gptbert.Encoder.v1"
-name = "sentence-transformers/all-MiniLM-L6-v2"
-window = 256
-stride = 192
-max_batch_tokens = 1024
-mixed_precision = false
-grad_scaler_config = {}
-trust_remote_code = false
-freeze_embeddings = false
-"""
-DEFAULT_CONFIG = Config().from_str(DEFAULT_ENCODER_MODEL)
+DEFAULT_CONFIG = Config({"model": default_model(
+    "spacy-gptbert.Encoder.v1", name="sentence-transformers/all-MiniLM-L6-v2", **WINDOW_DEFAULTS)})
+DEFAULT_ENCODER_MODEL = DEFAULT_CONFIG.to_str()
 
 register_extensions()
 
@@ -68,18 +57,13 @@ def make_bert_encoder(
                        quantize=quantize, onednn_prepack=onednn_prepack, predict_precision=predict_precision)
 
 
-class BertEncoder(DocsOnly, HFSerializationMixin, TrainablePipe):
+class BertEncoder(DocsOnly, InferenceSettings, HFSerializationMixin, TrainablePipe):
     def __init__(
         self, vocab: Vocab, model: Model, name: str = "bert_encoder", *,
         doc_pooling: str = "mean", store_wordpieces: bool = False, quantize: bool = False,
         onednn_prepack: bool = True, predict_precision: str = "fp32",
     ) -> None:
-        if quantize:
-            check_quantization_available()
-        set_predict_precision(model, predict_precision, quantize)
-        # Inference settings: not in cfg, so never saved with the weights.
-        self.quantize = quantize
-        self.onednn_prepack = onednn_prepack
+        self.set_inference(model, quantize, onednn_prepack, predict_precision)
         self.vocab = vocab
         self.model = model
         self.name = name
@@ -130,8 +114,7 @@ class BertEncoder(DocsOnly, HFSerializationMixin, TrainablePipe):
             ops, width = self.model.ops, self.model.get_dim("nO")
             empty = ops.alloc2f(0, width)
             return EncoderOutput(Ragged(empty, ops.alloc1i(0)), empty, empty)
-        with use_inference_copy(self.model, self.quantize, self.onednn_prepack):
-            return self.model.predict(docs)
+        return self.predict_model(docs)
 
     def set_annotations(self, docs: Sequence[Doc], outputs: EncoderOutput) -> None:
         pooled = self.cfg["doc_pooling"]
@@ -149,11 +132,7 @@ class BertEncoder(DocsOnly, HFSerializationMixin, TrainablePipe):
         self, examples: Iterable[Example], *, drop: float = 0.0,
         sgd: Optional[Optimizer] = None, losses: Optional[Dict[str, float]] = None,
     ) -> Dict[str, float]:
-        if losses is None:
-            losses = {}
-        examples = list(examples)
-        validate_examples(examples, "BertEncoder.update")
-        losses.setdefault(self.name, 0.0)
+        examples, losses = begin_update(self, examples, losses)
         docs = [eg.predicted for eg in examples]
         if not self.listeners:
             return losses  # nothing downstream to learn from

@@ -23,13 +23,14 @@ from spacy.pipeline import TrainablePipe
 from spacy.tokens import Doc
 from spacy.training import Example, validate_examples, validate_get_examples
 from spacy.vocab import Vocab
-from thinc.api import Config, Model, Optimizer, set_dropout_rate
+from thinc.api import Config, Model
 
 from ..errors import Errors, Warnings, warn
 from ..extensions import register_extensions
 from ..models import generator_model as lm_model
 from ..models.gpt import IGNORE_INDEX, GenerationSettings, Rows
 from ..text_checks import clean_texts
+from .base import LossUpdate, default_model
 from .doc_checks import DocsOnly, check_docs
 from .generator_scoring import (  # noqa: F401  (their old home: re-exported)
     QUALITY_KEYS, SCORE_KEYS, find_textcat, generated_texts, generation_agreement, generation_quality,
@@ -42,15 +43,8 @@ __all__ = ["GPTGenerator", "make_gpt_generator", "generator_score", "generation_
 
 register_extensions()
 
-DEFAULT_CONFIG_STR = """
-[model]
-@architectures = "spacy-gptbert.CausalLM.v1"
-name = "gpt2"
-mixed_precision = false
-grad_scaler_config = {}
-trust_remote_code = false
-"""
-DEFAULT_CONFIG = Config().from_str(DEFAULT_CONFIG_STR)
+DEFAULT_CONFIG = Config({"model": default_model("spacy-gptbert.CausalLM.v1", name="gpt2")})
+DEFAULT_CONFIG_STR = DEFAULT_CONFIG.to_str()
 MODES = ("lm", "prompt")
 EVAL_BATCH_ROWS = 16  # rows per no-grad forward when scoring
 
@@ -165,7 +159,7 @@ def encode(lm: Model, texts: Sequence[str], what: str = "text") -> List[List[int
 # ---------------------------------------------------------------------------
 
 
-class GPTGenerator(DocsOnly, HFSerializationMixin, TrainablePipe):
+class GPTGenerator(DocsOnly, LossUpdate, HFSerializationMixin, TrainablePipe):
     def __init__(
         self, vocab: Vocab, model: Model, name: str = "gpt_generator", *, nlp: Optional[Language] = None,
         prompt: Union[str, PromptFunc] = "{text}", mode: str = "lm",
@@ -270,27 +264,15 @@ class GPTGenerator(DocsOnly, HFSerializationMixin, TrainablePipe):
             raise ValueError(Errors.E009.format(name=self.name))
 
     # -- training ----------------------------------------------------------
-    def update(
-        self, examples: Iterable[Example], *, drop: float = 0.0,
-        sgd: Optional[Optimizer] = None, losses: Optional[Dict[str, float]] = None,
-    ) -> Dict[str, float]:
-        if losses is None:
-            losses = {}
-        losses.setdefault(self.name, 0.0)
-        examples = list(examples)
-        validate_examples(examples, "GPTGenerator.update")
+    def update_input(self, examples: List[Example]) -> Optional[Rows]:
+        """update (base.LossUpdate): the training rows, shuffled (see training_rows)."""
         self._check_ready()
         rows = self.training_rows(examples, shuffle=True)
-        if not rows.input_ids:
-            return losses
-        set_dropout_rate(self.model, drop)
-        nll, backprop = self.model.begin_update(rows)
-        loss, d_nll = self.get_loss(examples, (nll, rows))
-        backprop(d_nll)
-        if sgd is not None:
-            self.finish_update(sgd)
-        losses[self.name] += loss
-        return losses
+        return rows if rows.input_ids else None
+
+    def loss_input(self, nll, rows: Rows) -> Tuple[Any, Rows]:
+        """get_loss needs the rows too: it counts their target tokens."""
+        return nll, rows
 
     def get_loss(self, examples: Iterable[Example], scores: Tuple[Any, Rows]) -> Tuple[float, Any]:
         """Mean NLL per target token and its gradient w.r.t. the per-row NLL sums

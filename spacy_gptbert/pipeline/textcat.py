@@ -14,31 +14,19 @@ from spacy.tokens import Doc
 from spacy.training import Example, validate_examples, validate_get_examples
 from spacy.util import dot_to_object, registry
 from spacy.vocab import Vocab
-from thinc.api import Config, ConfigValidationError, Model, Optimizer, set_dropout_rate
+from thinc.api import Config, ConfigValidationError, Model
 from thinc.types import Floats2d
 
 from ..errors import Errors, Warnings, warn
-from ..models.encoder import is_windowed_model, set_predict_precision
-from ..models.inference_copy import use_inference_copy
-from ..models.quantize import check_quantization_available
+from ..models.encoder import is_windowed_model
+from .base import WINDOW_DEFAULTS, InferenceSettings, LossUpdate, default_model
 from .doc_checks import DocsOnly, check_docs
 from .serialization import HFSerializationMixin
 
-DEFAULT_TEXTCAT_MODEL = """
-[model]
-@architectures = "spacy-gptbert.BertTextCat.v1"
-name = "sentence-transformers/all-MiniLM-L6-v2"
-pooling = "mean"
-dropout = 0.1
-window = 256
-stride = 192
-max_batch_tokens = 1024
-mixed_precision = false
-grad_scaler_config = {}
-trust_remote_code = false
-freeze_embeddings = false
-"""
-DEFAULT_CONFIG = Config().from_str(DEFAULT_TEXTCAT_MODEL)
+DEFAULT_CONFIG = Config({"model": default_model(
+    "spacy-gptbert.BertTextCat.v1", name="sentence-transformers/all-MiniLM-L6-v2", pooling="mean",
+    dropout=0.1, **WINDOW_DEFAULTS)})
+DEFAULT_TEXTCAT_MODEL = DEFAULT_CONFIG.to_str()
 # Where a distillation corpus keeps each doc's gold cats (doc.user_data), its
 # doc.cats holding the teacher's probabilities: written by the `label` command.
 GOLD_CATS_KEY = "gold_cats"
@@ -163,7 +151,7 @@ def _exact_match(examples: List[Example], labels, multi_label: bool, threshold: 
     return right / len(pairs) if pairs else None
 
 
-class BertTextCategorizer(DocsOnly, HFSerializationMixin, TrainablePipe):
+class BertTextCategorizer(DocsOnly, LossUpdate, InferenceSettings, HFSerializationMixin, TrainablePipe):
     state_cfg_keys = ("labels",)  # threshold and exclusive_classes come from the config
 
     def __init__(
@@ -188,12 +176,7 @@ class BertTextCategorizer(DocsOnly, HFSerializationMixin, TrainablePipe):
         self.name = name
         self.scorer = scorer
         self._warned: set = set()
-        if quantize:
-            check_quantization_available()
-        # Inference settings: not in cfg, so never saved with the weights.
-        self.quantize = quantize
-        self.onednn_prepack = onednn_prepack
-        set_predict_precision(model, predict_precision, quantize)
+        self.set_inference(model, quantize, onednn_prepack, predict_precision)
         # Training settings, from the config.
         self.label_smoothing = label_smoothing
         self.distill_temperature = distill_temperature
@@ -223,8 +206,7 @@ class BertTextCategorizer(DocsOnly, HFSerializationMixin, TrainablePipe):
         docs = check_docs(docs)
         if not docs:
             return self.model.ops.alloc2f(0, len(self.labels))
-        with use_inference_copy(self.model, self.quantize, self.onednn_prepack):
-            return self._activate(self.model.predict(docs))
+        return self._activate(self.predict_model(docs))
 
     def _activate(self, logits: Floats2d) -> Floats2d:
         ops = self.model.ops
@@ -237,25 +219,9 @@ class BertTextCategorizer(DocsOnly, HFSerializationMixin, TrainablePipe):
                 doc.cats[label] = float(scores[i, j])
 
     # -- training ----------------------------------------------------------
-    def update(
-        self, examples: Iterable[Example], *, drop: float = 0.0,
-        sgd: Optional[Optimizer] = None, losses: Optional[Dict[str, float]] = None,
-    ) -> Dict[str, float]:
-        if losses is None:
-            losses = {}
-        losses.setdefault(self.name, 0.0)
-        examples = list(examples)
-        validate_examples(examples, "BertTextCategorizer.update")
-        if not examples:
-            return losses
-        set_dropout_rate(self.model, drop)
-        logits, backprop = self.model.begin_update([eg.predicted for eg in examples])
-        loss, d_logits = self.get_loss(examples, logits)
-        backprop(d_logits)
-        if sgd is not None:
-            self.finish_update(sgd)
-        losses[self.name] += loss
-        return losses
+    def update_input(self, examples: List[Example]) -> Optional[List[Doc]]:
+        """update (base.LossUpdate): the model reads the predicted docs."""
+        return [eg.predicted for eg in examples] or None
 
     def get_loss(self, examples: Iterable[Example], logits: Floats2d) -> Tuple[float, Floats2d]:
         """Mean cross-entropy (exclusive) or summed-over-labels binary

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from spacy_gptbert.models import generator_model as lm_model
+from spacy_gptbert.models.architectures import build_bert_decoder
 from spacy_gptbert.models import gpt
 from spacy_gptbert.models.gpt import GenerationSettings
 from spacy_gptbert.models.hf_loading import DECODER_TYPES, load_pretrained
@@ -22,7 +23,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest.py
 
 
 def decoder(name, **kwargs):
-    model = lm_model.build_bert_decoder(name=str(name), **kwargs)
+    model = build_bert_decoder(name=str(name), **kwargs)
     model.initialize()
     return model
 

@@ -5,9 +5,8 @@ import torch
 from numpy.testing import assert_allclose
 
 from spacy_gptbert.models.architectures import build_encoder
-from spacy_gptbert.models.encoder import (
-    LENGTH_MULTIPLE, align_offsets, get_hf_parts, plan_windows, split_sorted, window_starts,
-)
+from spacy_gptbert.models.hf_node import get_hf_parts
+from spacy_gptbert.models.windows import LENGTH_MULTIPLE, align_offsets, plan_windows, split_sorted, window_starts
 
 
 @pytest.mark.parametrize("n,window,stride", [(0, 8, 4), (5, 8, 4), (8, 8, 8), (9, 8, 4), (100, 30, 10), (101, 30, 30)])

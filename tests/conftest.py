@@ -75,6 +75,29 @@ def build_tiny_bert(path: Path, *, hidden: int = 32, layers: int = 2, heads: int
     return path
 
 
+def greedy_by_hand(lm, tokenizer, prompt_ids, max_new_tokens: int, eos=None) -> str:
+    """Greedy decoding written out, to check a generator's output against:
+    the argmax of the last position's logits, one token at a time, until EOS
+    or max_new_tokens, on a copy of the Hugging Face model in eval mode (no
+    cache, no padding, no `generate`). prompt_ids: the whole prompt, [BOS] first;
+    eos: the id that ends a text (default: the tokenizer's EOS)."""
+    import copy
+
+    import torch
+
+    eos = tokenizer.eos_token_id if eos is None else eos
+    model = copy.deepcopy(lm).eval()
+    ids = list(prompt_ids)
+    new = []
+    with torch.no_grad():
+        for _ in range(max_new_tokens):
+            token = int(model(torch.tensor([ids + new])).logits[0, -1].argmax())
+            if token == eos:
+                break
+            new.append(token)
+    return tokenizer.decode(new, skip_special_tokens=True)
+
+
 @pytest.fixture(scope="session")
 def tiny_bert(tmp_path_factory) -> str:
     return str(build_tiny_bert(tmp_path_factory.mktemp("tiny_bert")))

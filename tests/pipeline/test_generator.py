@@ -19,6 +19,8 @@ from spacy_gptbert.pipeline.generator import generation_agreement, generation_qu
 from spacy_gptbert.pipeline.prompts import TemplatePrompt, as_prompt, format_cats
 from spacy_gptbert.training import generator_data
 
+from ..conftest import greedy_by_hand
+
 HF_TINY = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "hf-tiny"
 SENTENCES = [
     "The cat sat on the mat.",
@@ -168,9 +170,19 @@ def test_stop_string_hugging_face_cannot_watch(trained_nlp):
     assert lm_model.generate_texts(gen.lm, prompts, settings)[0][0].startswith(" sat on")
 
 
+def hf_parts(nlp):
+    """The generator's Hugging Face model, its tokenizer and its BOS id."""
+    gen = nlp.get_pipe("gpt_generator")
+    lm, tokenizer = lm_model.get_lm(gen.lm), gen.lm.attrs["tokenizer"]
+    bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    return lm, tokenizer, bos
+
+
 def test_empty_doc_generates_from_prompt(trained_nlp):
-    doc = trained_nlp("")
-    assert isinstance(doc._.generation, str)
+    lm, tokenizer, bos = hf_parts(trained_nlp)
+    generation = trained_nlp("")._.generation
+    assert generation == greedy_by_hand(lm, tokenizer, [bos], 12)  # from BOS alone
+    assert generation in SENTENCES  # the overfit model writes a training sentence
 
 
 def test_pipe_equals_call_and_order_kept(trained_nlp):
@@ -326,8 +338,11 @@ def test_long_prompt_truncates_with_warning_or_errors(trained_nlp):
     long_text = " ".join(["The cat sat on the mat."] * 30)
     gen = trained_nlp.get_pipe("gpt_generator")
     gen._warned_long = False
+    lm, tokenizer, bos = hf_parts(trained_nlp)
+    room = TINY_GPT["n_positions"] - 12  # the context less max_new_tokens
+    kept = ([bos] + tokenizer(long_text, add_special_tokens=False)["input_ids"])[-room:]
     with pytest.warns(UserWarning, match="W001"):
-        assert isinstance(trained_nlp(long_text)._.generation, str)
+        assert trained_nlp(long_text)._.generation == greedy_by_hand(lm, tokenizer, kept, 12)
     gen.on_long_prompt = "error"
     try:
         with pytest.raises(ValueError, match="E203"):
@@ -376,8 +391,17 @@ def test_hf_causal_lm_loading():
     nlp = make_nlp(model={"@architectures": "spacy-gptbert.CausalLM.v1", "name": str(HF_TINY / "fake_gpt2")},
                    max_new_tokens=3)
     nlp.initialize()
-    docs = list(nlp.pipe(["Hello world", "", "A longer prompt here"]))
-    assert all(isinstance(d._.generation, str) for d in docs)
+    texts = ["Hello world", "", "A longer prompt here"]
+    docs = list(nlp.pipe(texts))
+    # The same directory loaded by transformers alone, decoded greedily by hand.
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    lm = AutoModelForCausalLM.from_pretrained(str(HF_TINY / "fake_gpt2"))
+    tokenizer = AutoTokenizer.from_pretrained(str(HF_TINY / "fake_gpt2"))
+    bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    expected = [greedy_by_hand(lm, tokenizer, [bos] + tokenizer(t, add_special_tokens=False)["input_ids"], 3)
+                for t in texts]
+    assert [d._.generation for d in docs] == expected
     bare = make_nlp(model={"@architectures": "spacy-gptbert.CausalLM.v1", "name": str(HF_TINY / "tiny_gpt2")})
     with pytest.raises(ValueError, match="E006"):
         bare.initialize()

@@ -18,7 +18,9 @@ from spacy.training import Example
 from thinc.api import Adam
 
 from spacy_gptbert.models import generator_model as lm_model
-from spacy_gptbert.pipeline.generator import generation_quality
+from spacy_gptbert.pipeline.generator_scoring import generation_quality
+
+from ..conftest import greedy_by_hand
 
 SENTENCES = [
     "a good movie with great actors",
@@ -222,8 +224,15 @@ def test_warmstart_config_trains_loads_and_generates(word_bert, tmp_path):
     doc = loaded.make_doc("")
     doc.cats = {"POSITIVE": 1.0, "NEGATIVE": 0.0}
     assert loaded.get_pipe("gpt_generator").prompt(doc) == "positive review: "
-    generation = loaded.get_pipe("gpt_generator")(doc)._.generation
-    assert isinstance(generation, str) and len(generation.split()) <= 4
+    generation = loaded.get_pipe("gpt_generator")(doc)._.generation  # sampled, as the config says
+    assert len(generation.split()) <= 4 and set(generation.split()) <= set(WORDS)
+    # Greedy (a load-time setting), it is what the saved weights give by hand from [CLS] + the prompt.
+    greedy = spacy.load(tmp_path / "out" / "model-last", config={"components": {"gpt_generator": {
+        "do_sample": False, "temperature": 1.0, "top_k": 0}}})
+    tokenizer = greedy.get_pipe("gpt_generator").lm.attrs["tokenizer"]
+    prompt_ids = [tokenizer.cls_token_id] + tokenizer("positive review: ", add_special_tokens=False)["input_ids"]
+    assert greedy.get_pipe("gpt_generator")(doc)._.generation == greedy_by_hand(
+        lm, tokenizer, prompt_ids, 4, eos=tokenizer.sep_token_id)
 
 
 @pytest.mark.slow

@@ -47,8 +47,15 @@ def test_tensor_vectors_and_similarity(tiny_bert):
     assert_allclose(doc[2].vector, doc.tensor[2])
     assert doc.similarity(doc) == pytest.approx(1.0, abs=1e-5)
     other = nlp("i hated the ending")
-    assert -1.0 <= doc.similarity(other) <= 1.0
-    assert -1.0 <= span.similarity(other[0:2]) <= 1.0
+
+    def cosine(a, b):
+        return float(numpy.dot(a, b) / (numpy.linalg.norm(a) * numpy.linalg.norm(b)))
+
+    # Cosine of the encoder's own outputs: the mean-pooled doc vectors, the span's token rows.
+    expected = cosine(doc._.bert_pooled["mean"], other._.bert_pooled["mean"])
+    assert doc.similarity(other) == pytest.approx(expected, abs=1e-5) and expected < 0.9999
+    expected = cosine(doc.tensor[1:3].mean(axis=0), other.tensor[0:2].mean(axis=0))
+    assert span.similarity(other[0:2]) == pytest.approx(expected, abs=1e-5) and expected < 0.9999
     assert doc._.bert_wordpieces is None  # memory-light by default
 
 

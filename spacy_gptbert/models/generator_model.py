@@ -206,13 +206,16 @@ def convert_outputs(model: Model, inputs_outputs, is_train: bool):
 
 
 def generate_texts(model: Model, prompts: List[List[int]], settings: GenerationSettings,
-                   onednn_prepack: bool = False, row_seeds: Optional[List[int]] = None) -> List[List[str]]:
+                   onednn_prepack: bool = False, row_seeds: Optional[List[int]] = None,
+                   guidance: Optional[List[List[int]]] = None) -> List[List[str]]:
     """Generate for token-id prompts (already within the context) in ONE padded
     `generate` call. Returns num_return_sequences texts per prompt, in order.
     onednn_prepack: on the CPU, generate with a copy of the model whose linear
     layers run oneDNN's prepacked kernels (prepack.py; rebuilt when the weights
     change, never trained or saved). row_seeds: one sampling seed per prompt
-    (gpt.generate_ids)."""
+    (gpt.generate_ids). guidance: one guidance prompt per prompt (token ids,
+    within the context) for classifier-free guidance at
+    settings.guidance_scale, or None."""
     if not prompts:
         return []
     if not is_ready(model):
@@ -220,15 +223,18 @@ def generate_texts(model: Model, prompts: List[List[int]], settings: GenerationS
     bos, eos, pad = special_ids(model)
     # An empty prompt starts from BOS, as every training sequence does.
     prompts = [p if p else [bos] for p in prompts]
+    guided = guidance is not None
+    if guided:  # one batch: the guidance prompts are rows B .. 2B - 1
+        prompts = prompts + [p if p else [bos] for p in guidance]
     device = model.shims[0].device
-    ids, mask = (t.to(device) for t in gpt.left_pad(prompts, pad))  # (B, T)
+    ids, mask = (t.to(device) for t in gpt.left_pad(prompts, pad))  # (B, T), or (2B, T) guided
     tokenizer = model.attrs["tokenizer"]
     lm = predicting_module(get_lm(model), device, use_prepack=onednn_prepack)  # the encoders' policy
-    new = gpt.generate_ids(lm, ids, mask, settings, pad, eos, tokenizer, row_seeds)  # (B*n, <=max_new)
+    new = gpt.generate_ids(lm, ids, mask, settings, pad, eos, tokenizer, row_seeds, guided)  # (B*n, <=max_new)
     texts = tokenizer.batch_decode(_strip_after_eos(new.tolist(), eos), skip_special_tokens=True)
     n = settings.num_return_sequences
     texts = [gpt.cut_at_stop(t, settings.stop) for t in texts]
-    return [texts[i * n : (i + 1) * n] for i in range(len(prompts))]
+    return [texts[i * n : (i + 1) * n] for i in range(len(texts) // n)]
 
 
 def _strip_after_eos(rows: List[List[int]], eos: Optional[int]) -> List[List[int]]:

@@ -237,6 +237,9 @@ class GenerationSettings:
     num_return_sequences: int = 1
     stop: List[str] = field(default_factory=list)
     seed: Optional[int] = None
+    # Classifier-free guidance (ClassifierFreeGuidance): 1.0 is off; above 1,
+    # each token moves away from what the guidance prompt would make likely.
+    guidance_scale: float = 1.0
 
 
 def left_pad(prompts: List[List[int]], pad_id: int):
@@ -268,7 +271,7 @@ def seeded(seed: Optional[int], device: Optional[torch.device] = None):
 @torch.inference_mode()  # no autograd bookkeeping at all (no_grad still tracks versions)
 def generate_ids(lm, input_ids: torch.Tensor, attention_mask: torch.Tensor, settings: GenerationSettings,
                  pad_id: int, eos_id: Optional[int], tokenizer=None,
-                 row_seeds: Optional[Sequence[int]] = None) -> torch.Tensor:
+                 row_seeds: Optional[Sequence[int]] = None, guided: bool = False) -> torch.Tensor:
     """One Hugging Face `generate` call for a left-padded batch.
 
     input_ids, attention_mask: (B, T). Returns new tokens only:
@@ -280,6 +283,10 @@ def generate_ids(lm, input_ids: torch.Tensor, attention_mask: torch.Tensor, sett
     row_seeds (with do_sample): one seed per prompt. Each row then draws from
     its own random stream (RowSampler), so a prompt's samples are the same in
     any batch; settings.seed seeds the batch's one stream otherwise.
+    guided: the second half of the rows holds the guidance prompts of the
+    first half's (ClassifierFreeGuidance, at settings.guidance_scale); each
+    pair of rows then writes the same tokens, and only the first half's come
+    back: (B / 2 * num_return_sequences, <= max_new_tokens).
     """
     kwargs = dict(
         max_new_tokens=settings.max_new_tokens,
@@ -294,15 +301,27 @@ def generate_ids(lm, input_ids: torch.Tensor, attention_mask: torch.Tensor, sett
     if early:
         kwargs.update(stop_strings=early, tokenizer=tokenizer)
     batch_seed = settings.seed
+    processors: List[Any] = []
+    if guided:
+        processors.append(ClassifierFreeGuidance(settings.guidance_scale))
+        if settings.do_sample and row_seeds is None:
+            # A guided pair must draw the same token: one stream per pair.
+            with seeded(batch_seed, input_ids.device):
+                row_seeds = torch.randint(0, 2**31 - 1, (input_ids.shape[0] // 2,)).tolist()
+        if row_seeds is not None:
+            row_seeds = list(row_seeds) + list(row_seeds)
     if settings.do_sample and row_seeds is not None:
-        from transformers import LogitsProcessorList
-
         n = settings.num_return_sequences
         input_ids, attention_mask = (t.repeat_interleave(n, dim=0) for t in (input_ids, attention_mask))
         # The greedy step takes the one token RowSampler leaves to each row.
-        sampler = RowSampler(settings, [(seed << 16) + k for seed in row_seeds for k in range(n)], input_ids.device)
-        kwargs.update(do_sample=False, num_return_sequences=1, logits_processor=LogitsProcessorList([sampler]))
+        processors.append(RowSampler(settings, [(seed << 16) + k for seed in row_seeds for k in range(n)],
+                                     input_ids.device))
+        kwargs.update(do_sample=False, num_return_sequences=1)
         batch_seed = None
+    if processors:
+        from transformers import LogitsProcessorList
+
+        kwargs.update(logits_processor=LogitsProcessorList(processors))
     if kwargs["do_sample"]:
         kwargs.update(temperature=settings.temperature, top_k=settings.top_k, top_p=settings.top_p)
     else:
@@ -315,7 +334,28 @@ def generate_ids(lm, input_ids: torch.Tensor, attention_mask: torch.Tensor, sett
             out = lm.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)  # (B*n, T + new)
     finally:
         lm.train(was_training)
-    return out[:, input_ids.shape[1] :]
+    new = out[:, input_ids.shape[1] :]
+    return new[: len(new) // 2] if guided else new
+
+
+class ClassifierFreeGuidance:
+    """A logits processor for classifier-free guidance with a negative prompt
+    (Sanchez et al., 2023, "Stay on topic with Classifier-Free Guidance"):
+    the batch's second half continues the guidance prompts of its first half.
+    Each step, both halves get
+        log p(x | guidance) + scale * (log p(x | prompt) - log p(x | guidance)),
+    so a pair picks the same token, and scale > 1 pushes the text away from
+    what the guidance prompt (e.g. the other label's) would write."""
+
+    def __init__(self, scale: float):
+        self.scale = scale
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        half = scores.shape[0] // 2
+        cond, neg = (x.float().log_softmax(dim=-1) for x in (scores[:half], scores[half:]))
+        # A token the guidance branch rules out (-inf) keeps the prompt's own score, not NaN.
+        guided = torch.where(torch.isfinite(neg), neg + self.scale * (cond - neg), cond)
+        return torch.cat([guided, guided]).to(scores.dtype)
 
 
 class RowSampler:

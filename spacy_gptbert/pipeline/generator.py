@@ -68,6 +68,8 @@ EVAL_BATCH_ROWS = 16  # rows per no-grad forward when scoring
         "on_long_prompt": "truncate",
         "completion_attr": "completion",
         "onednn_prepack": True,
+        "guidance_prompt": None,
+        "guidance_scale": 1.0,
         "scorer": {"@scorers": "spacy-gptbert.generator_scorer.v1"},
     },
     # gen_score = exp(-nats per char): higher is better, so spaCy can select on it.
@@ -82,6 +84,7 @@ def make_gpt_generator(
     max_new_tokens: int, do_sample: bool, temperature: float, top_k: int, top_p: float,
     repetition_penalty: float, num_return_sequences: int, stop: List[str], seed: Optional[int],
     on_long_prompt: str, completion_attr: str, scorer: Optional[Callable], onednn_prepack: bool = True,
+    guidance_prompt: Optional[Union[str, Callable[[Doc], str]]] = None, guidance_scale: float = 1.0,
 ):
     """prompt: template with {text}, {label}, {cats}, or a registered prompt
     function. mode: "lm" or "prompt" (training). on_long_prompt: "truncate"
@@ -89,16 +92,19 @@ def make_gpt_generator(
     completion in prompt mode when the prompt uses the Doc text.
     onednn_prepack: generation on the CPU runs the linear layers with oneDNN's
     prepacked kernels (same fp32 arithmetic, faster; one extra copy of the
-    linear weights)."""
+    linear weights). guidance_prompt, guidance_scale: classifier-free
+    guidance at generation: with guidance_scale > 1, each token moves away
+    from what guidance_prompt (a template or prompt function, e.g. the other
+    label's prompt) would make likely; 1.0 is off."""
     return GPTGenerator(
         nlp.vocab, model, name, nlp=nlp, prompt=prompt, mode=mode,
         settings=GenerationSettings(
             max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature, top_k=top_k,
             top_p=top_p, repetition_penalty=repetition_penalty, num_return_sequences=num_return_sequences,
-            stop=list(stop), seed=seed,
+            stop=list(stop), seed=seed, guidance_scale=guidance_scale,
         ),
         on_long_prompt=on_long_prompt, completion_attr=completion_attr, scorer=scorer,
-        onednn_prepack=onednn_prepack,
+        onednn_prepack=onednn_prepack, guidance_prompt=guidance_prompt,
     )
 
 
@@ -109,9 +115,10 @@ def make_gpt_generator(
 
 MIN_TEMPERATURE = 0.01
 REPETITION_PENALTY_RANGE = (0.01, 100.0)
+GUIDANCE_SCALE_RANGE = (1.0, 100.0)
 
 
-def check_settings(s: GenerationSettings, on_long_prompt: str, mode: str) -> None:
+def check_settings(s: GenerationSettings, on_long_prompt: str, mode: str, guided: bool = False) -> None:
     def bad(setting, value, why):
         raise ValueError(Errors.E204.format(setting=setting, value=value, why=why))
 
@@ -146,6 +153,12 @@ def check_settings(s: GenerationSettings, on_long_prompt: str, mode: str) -> Non
         bad("stop", s.stop, "stop strings must be non-empty strings.")
     if on_long_prompt not in ("truncate", "error"):
         bad("on_long_prompt", on_long_prompt, 'use "truncate" or "error".')
+    if not GUIDANCE_SCALE_RANGE[0] <= s.guidance_scale <= GUIDANCE_SCALE_RANGE[1]:
+        bad("guidance_scale", s.guidance_scale, "it must lie in [{}, {}] (1.0 turns guidance off; 1.5 to 3 "
+            "are common).".format(*GUIDANCE_SCALE_RANGE))
+    if s.guidance_scale != 1.0 and not guided:
+        bad("guidance_scale", s.guidance_scale, "guidance needs a guidance_prompt: the text to steer away "
+            "from, e.g. the prompt template with the other label (see docs/generation.md).")
 
 
 def encode(lm: Model, texts: Sequence[str], what: str = "text") -> List[List[int]]:
@@ -165,15 +178,16 @@ class GPTGenerator(DocsOnly, LossUpdate, HFSerializationMixin, TrainablePipe):
         prompt: Union[str, PromptFunc] = "{text}", mode: str = "lm",
         settings: Optional[GenerationSettings] = None, on_long_prompt: str = "truncate",
         completion_attr: str = "completion", scorer: Optional[Callable] = generator_score,
-        onednn_prepack: bool = True,
+        onednn_prepack: bool = True, guidance_prompt: Optional[Union[str, PromptFunc]] = None,
     ) -> None:
         self.vocab = vocab
         self.model = model
         self.name = name
         self.scorer = scorer
         self.settings = settings or GenerationSettings()
-        check_settings(self.settings, on_long_prompt, mode)
+        check_settings(self.settings, on_long_prompt, mode, guided=guidance_prompt is not None)
         self.prompt = as_prompt(prompt)  # E202 for unknown template fields
+        self.guidance_prompt = None if guidance_prompt is None else as_prompt(guidance_prompt)
         self.mode = mode
         self.on_long_prompt = on_long_prompt
         self.completion_attr = completion_attr
@@ -196,13 +210,15 @@ class GPTGenerator(DocsOnly, LossUpdate, HFSerializationMixin, TrainablePipe):
             return []
         self._check_ready()
         prompts = self.prompt_ids(docs)
+        guidance = None if self.guidance_prompt is None else self.prompt_ids(docs, self.guidance_prompt)
         # Longest first: a caller's slice of sorted prompts pads little, and the
         # order is undone below.
         order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
         seeds = self._doc_seeds(docs)
         generated = lm_model.generate_texts(self.lm, [prompts[i] for i in order], self.settings,
                                             onednn_prepack=self.onednn_prepack,
-                                            row_seeds=None if seeds is None else [seeds[i] for i in order])
+                                            row_seeds=None if seeds is None else [seeds[i] for i in order],
+                                            guidance=None if guidance is None else [guidance[i] for i in order])
         result: List[List[str]] = [[] for _ in docs]
         for j, i in enumerate(order):
             result[i] = generated[j]
@@ -219,10 +235,11 @@ class GPTGenerator(DocsOnly, LossUpdate, HFSerializationMixin, TrainablePipe):
             return None
         return [(seed + zlib.crc32(doc.text.encode("utf8", "surrogatepass"))) % 2**31 for doc in docs]
 
-    def prompt_ids(self, docs: Sequence[Doc]) -> List[List[int]]:
-        """[BOS] + prompt tokens per doc, fitted into the context (see on_long_prompt)."""
+    def prompt_ids(self, docs: Sequence[Doc], prompt: Optional[PromptFunc] = None) -> List[List[int]]:
+        """[BOS] + prompt tokens per doc, fitted into the context (see
+        on_long_prompt); `prompt` instead of the component's (the guidance prompt)."""
         bos, _, _ = lm_model.special_ids(self.lm)
-        prompts = [self._prompt_text(doc, i) for i, doc in enumerate(docs)]
+        prompts = [self._prompt_text(doc, i, prompt) for i, doc in enumerate(docs)]
         ids = [[bos] + p for p in encode(self.lm, prompts, "prompt")]
         room = self._prompt_room()
         for i, p in enumerate(ids):
@@ -238,10 +255,10 @@ class GPTGenerator(DocsOnly, LossUpdate, HFSerializationMixin, TrainablePipe):
             ids[i] = p[-room:]  # keep the end: it is what the continuation follows
         return ids
 
-    def _prompt_text(self, doc: Doc, index: int) -> str:
+    def _prompt_text(self, doc: Doc, index: int, prompt: Optional[PromptFunc] = None) -> str:
         """The prompt for one doc; a registered prompt function that returns
         something other than a string fails here with E220, not in the tokenizer."""
-        text = self.prompt(doc)
+        text = (prompt or self.prompt)(doc)
         if not isinstance(text, str):
             raise TypeError(Errors.E220.format(what="prompt", index=index, type=type(text).__name__))
         return text

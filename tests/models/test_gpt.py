@@ -83,3 +83,19 @@ def test_scratch_model_saves_as_standard_hf_dir(tmp_path):
     ids = torch.tensor([tok2("The cat", add_special_tokens=False)["input_ids"]])
     with torch.no_grad():
         assert torch.allclose(loaded(ids).logits, lm.eval()(ids).logits, atol=1e-6)
+
+
+
+def test_classifier_free_guidance_by_hand():
+    """Both halves of the batch get log q + s * (log p - log q), with p the
+    prompt's and q the guidance prompt's softmax; a token the guidance rules
+    out keeps the prompt's score."""
+    scores = torch.tensor([[2.0, 1.0, 0.0], [0.0, 1.0, 2.0]])  # row 0: prompt, row 1: its guidance prompt
+    out = gpt.ClassifierFreeGuidance(3.0)(None, scores)
+    p, q = scores.log_softmax(-1)
+    assert torch.allclose(out[0], q + 3.0 * (p - q)) and torch.equal(out[0], out[1])
+    # log p - log q = [2, 0, -2]: token 0 gains 3 * 4 - 2 over token 2
+    assert float(out[0][0] - out[0][2]) == pytest.approx(10.0, abs=1e-5)
+    ruled_out = gpt.ClassifierFreeGuidance(2.0)(None, torch.tensor([[1.0, 0.0], [0.0, float("-inf")]]))
+    p, q = torch.tensor([1.0, 0.0]).log_softmax(-1), torch.tensor([0.0, -math.inf]).log_softmax(-1)
+    assert torch.allclose(ruled_out[0], torch.stack([q[0] + 2.0 * (p[0] - q[0]), p[1]]))

@@ -185,6 +185,57 @@ def test_empty_doc_generates_from_prompt(trained_nlp):
     assert generation in SENTENCES  # the overfit model writes a training sentence
 
 
+def guided_by_hand(lm, prompt_ids, guidance_ids, scale, max_new_tokens, eos):
+    """Greedy classifier-free guidance written out: per step, the argmax of
+    log q + scale * (log p - log q) at the last position, p given the prompt
+    and q given the guidance prompt (each run whole, no cache, no padding)."""
+    import copy
+
+    model, new = copy.deepcopy(lm).eval(), []
+    with torch.no_grad():
+        for _ in range(max_new_tokens):
+            p, q = (model(torch.tensor([ids + new])).logits[0, -1].log_softmax(-1)
+                    for ids in (prompt_ids, guidance_ids))
+            token = int((q + scale * (p - q)).argmax())
+            if token == eos:
+                break
+            new.append(token)
+    return new
+
+
+def test_guidance_steers_greedy_generation_by_hand(trained_nlp, tmp_path):
+    """guidance_scale 3 away from the guidance prompt "A dog": each doc's
+    generation is the hand-written guided greedy decoding, in a batch or
+    alone, differs from the unguided one somewhere, and scale 1.0 is off."""
+    texts = ["The cat", "Rain", "Birds sing in", "The sun rises"]
+    trained_nlp.to_disk(tmp_path / "p")
+    guided = spacy.load(tmp_path / "p", config={"components": {"gpt_generator": {
+        "guidance_prompt": "A dog", "guidance_scale": 3.0}}})
+    lm, tokenizer, bos = hf_parts(guided)
+    gen = guided.get_pipe("gpt_generator")
+    batch = [d._.generation for d in guided.pipe(texts, batch_size=4)]
+    for text, generation in zip(texts, batch):
+        ids = [bos] + tokenizer(text)["input_ids"]
+        by_hand = guided_by_hand(lm, ids, [bos] + tokenizer("A dog")["input_ids"], 3.0, 12, tokenizer.eos_token_id)
+        assert generation == tokenizer.decode(by_hand, skip_special_tokens=True) == guided(text)._.generation
+    assert batch != [trained_nlp(t)._.generation for t in texts]
+    off = spacy.load(tmp_path / "p", config={"components": {"gpt_generator": {"guidance_prompt": "A dog"}}})
+    assert [d._.generation for d in off.pipe(texts)] == [trained_nlp(t)._.generation for t in texts]
+    assert gen.settings.guidance_scale == 3.0
+
+
+def test_guided_sampling_is_seeded_per_doc(trained_nlp, tmp_path):
+    """Sampled guided generation: the same texts alone and in any batch."""
+    trained_nlp.to_disk(tmp_path / "p")
+    nlp = spacy.load(tmp_path / "p", config={"components": {"gpt_generator": {
+        "guidance_prompt": "A dog", "guidance_scale": 2.0, "do_sample": True, "seed": 3,
+        "temperature": 1.0, "num_return_sequences": 2}}})
+    texts = ["The cat", "Rain", "Birds sing in"]
+    together = [d._.generations for d in nlp.pipe(texts, batch_size=3)]
+    assert together == [nlp(t)._.generations for t in texts]
+    assert all(len(g) == 2 for g in together)
+
+
 def test_pipe_equals_call_and_order_kept(trained_nlp):
     texts = ["Rain falls", "", "The sun rises over", "A"]
     assert [d._.generation for d in trained_nlp.pipe(texts, batch_size=3)] == [
@@ -367,6 +418,8 @@ def test_long_prompt_truncates_with_warning_or_errors(trained_nlp):
         ({"do_sample": True, "repetition_penalty": 1e-308}, "E204"),
         ({"repetition_penalty": 1e6}, "E204"),
         ({"mode": "seq2seq"}, "E206"),
+        ({"guidance_scale": 2.0}, "E204"),  # guidance with nothing to steer away from
+        ({"guidance_scale": 0.5, "guidance_prompt": "The"}, "E204"),
         ({"model": {**TINY_GPT, "n_embd": 30, "n_head": 4}}, "E208"),
     ],
 )

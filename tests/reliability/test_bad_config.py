@@ -8,6 +8,7 @@ import pickle
 import shutil
 from pathlib import Path
 
+import numpy
 import pytest
 import spacy
 from spacy.tokens import DocBin
@@ -17,7 +18,7 @@ from spacy_gptbert.models import generator_model as lm_model
 from spacy_gptbert.models.hf_loading import save_pretrained
 from spacy_gptbert.pipeline.textcat import BertTextCategorizer
 
-from ..conftest import HF_TINY
+from ..conftest import HF_TINY, greedy_by_hand
 from .conftest import TINY_GPT, WINDOWS, cats_examples
 
 COMPONENTS = ["bert_encoder", "bert_textcat", "gpt_generator"]
@@ -171,7 +172,11 @@ def test_pickle_next_to_safetensors_is_never_read(nlp_all, component, tmp_path, 
         (tmp_path / "pipeline" / component / "hf_0" / name).write_bytes(pickle.dumps(_Payload()))
     monkeypatch.chdir(tmp_path)
     nlp = spacy.load(tmp_path / "pipeline")
-    assert isinstance(nlp("a good movie")._.generation, str)
+    doc, saved = nlp("a good movie"), nlp_all("a good movie")
+    # The saved weights, all of them: the same outputs as the pipeline that was saved.
+    assert doc._.generation == saved._.generation
+    assert doc.cats == pytest.approx(saved.cats, abs=1e-6)
+    assert numpy.allclose(doc.tensor, saved.tensor, atol=1e-5)
     assert not (tmp_path / "PWNED_MARKER").exists()
 
 
@@ -232,7 +237,13 @@ def test_empty_training_data(bert16, component, code):
 def test_pretrained_generator_needs_no_training_data(gpt_dir):
     nlp = build("gpt_generator", gpt_dir)
     nlp.initialize(lambda: [])
-    assert isinstance(nlp("hello")._.generation, str)
+    # The directory loaded by transformers alone, decoded greedily by hand (max_new_tokens 32).
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    lm, tokenizer = AutoModelForCausalLM.from_pretrained(str(gpt_dir)), AutoTokenizer.from_pretrained(str(gpt_dir))
+    bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    prompt_ids = [bos] + tokenizer("hello", add_special_tokens=False)["input_ids"]
+    assert nlp("hello")._.generation == greedy_by_hand(lm, tokenizer, prompt_ids, 32)
 
 
 def _write_corpus(path: Path, data) -> Path:

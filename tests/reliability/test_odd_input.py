@@ -11,9 +11,11 @@ import pytest
 import spacy
 from spacy.tokens import Doc
 
+from spacy_gptbert.models import generator_model as lm_model
 from spacy_gptbert.pipeline.prompts import TemplatePrompt
 from spacy_gptbert.text_checks import REPLACEMENT, clean_text
 
+from ..conftest import greedy_by_hand
 from .conftest import TINY_GPT, full_nlp
 
 ODD_TEXTS = {
@@ -48,7 +50,7 @@ def check_doc(doc: Doc) -> None:
     assert set(doc.cats) == {"POS", "NEG"}
     assert all(0.0 <= v <= 1.0 for v in doc.cats.values())
     assert math.isclose(sum(doc.cats.values()), 1.0, rel_tol=1e-5)
-    assert isinstance(doc._.generation, str) and len(doc._.generations) == 1
+    assert len(doc._.generations) == 1 and doc._.generation == doc._.generations[0]
 
 
 @pytest.mark.parametrize("case", sorted(ODD_TEXTS))
@@ -132,7 +134,12 @@ def test_generator_cleans_what_it_encodes(bert16):
     generator.prompt = TemplatePrompt("{label} \ud800: {text}")  # a config file cannot hold this; Python can
     doc = nlp.make_doc("fine")
     doc.cats = {"\udfffLABEL": 1.0}
-    assert isinstance(generator(doc)._.generation, str)
+    generation = generator(doc)._.generation
+    # The same as a prompt with U+FFFD where the surrogates were.
+    generator.prompt = TemplatePrompt(f"{{label}} {REPLACEMENT}: {{text}}")
+    clean = nlp.make_doc("fine")
+    clean.cats = {f"{REPLACEMENT}LABEL": 1.0}
+    assert generation == generator(clean)._.generation
     # prompt-mode training: the completion comes from an extension
     generator.mode = "prompt"
     reference = nlp.make_doc("fine")
@@ -190,8 +197,12 @@ def test_huge_prompt_follows_on_long_prompt(bert16):
     generator = nlp.get_pipe("gpt_generator")
     doc = nlp.make_doc(long_text(100_000))
     doc.cats = {"POS": 1.0, "NEG": 0.0}
+    lm, tokenizer = lm_model.get_hf_parts(generator.lm)
+    bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    room = TINY_GPT["n_positions"] - 4  # the context less max_new_tokens
+    kept = ([bos] + tokenizer(generator.prompt(doc), add_special_tokens=False)["input_ids"])[-room:]
     with pytest.warns(UserWarning, match="W001"):
-        assert isinstance(generator(doc)._.generation, str)
+        assert generator(doc)._.generation == greedy_by_hand(lm, tokenizer, kept, 4)
     generator.on_long_prompt = "error"
     with pytest.raises(ValueError, match="E203"):
         generator(doc)

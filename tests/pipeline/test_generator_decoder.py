@@ -230,7 +230,8 @@ def test_warmstart_config_trains_loads_and_generates(word_bert, tmp_path):
     greedy = spacy.load(tmp_path / "out" / "model-last", config={"components": {"gpt_generator": {
         "do_sample": False, "temperature": 1.0, "top_k": 0}}})
     tokenizer = greedy.get_pipe("gpt_generator").lm.attrs["tokenizer"]
-    prompt_ids = [tokenizer.cls_token_id] + tokenizer("positive review: ", add_special_tokens=False)["input_ids"]
+    prompt_ids = [tokenizer.cls_token_id] + tokenizer("positive review: ",
+                                                      add_special_tokens=False)["input_ids"]
     assert greedy.get_pipe("gpt_generator")(doc)._.generation == greedy_by_hand(
         lm, tokenizer, prompt_ids, 4, eos=tokenizer.sep_token_id)
 

@@ -240,7 +240,8 @@ def test_pretrained_generator_needs_no_training_data(gpt_dir):
     # The directory loaded by transformers alone, decoded greedily by hand (max_new_tokens 32).
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    lm, tokenizer = AutoModelForCausalLM.from_pretrained(str(gpt_dir)), AutoTokenizer.from_pretrained(str(gpt_dir))
+    lm = AutoModelForCausalLM.from_pretrained(str(gpt_dir))
+    tokenizer = AutoTokenizer.from_pretrained(str(gpt_dir))
     bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
     prompt_ids = [bos] + tokenizer("hello", add_special_tokens=False)["input_ids"]
     assert nlp("hello")._.generation == greedy_by_hand(lm, tokenizer, prompt_ids, 32)

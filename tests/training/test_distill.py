@@ -109,8 +109,17 @@ def test_labelled_corpus_trains_a_student(teacher, tiny_bert, tmp_path):
     nlp.add_pipe("bert_textcat", config={"model": {"name": tiny_bert, "window": 32, "stride": 16}})
     egs = [Example(nlp.make_doc(d.text), d) for d in read(tmp_path / "soft.spacy", nlp)]
     opt = nlp.initialize(lambda: egs)
+    # The loss: cross-entropy to the teacher's probabilities, mean over docs,
+    # written out with numpy on the student's logits.
+    textcat = nlp.get_pipe("bert_textcat")
+    logits = textcat.model.ops.to_numpy(textcat.model.predict([eg.predicted for eg in egs]))
+    log_probs = logits - numpy.log(numpy.exp(logits).sum(axis=1, keepdims=True))
+    targets = numpy.asarray([[eg.reference.cats[label] for label in textcat.labels] for eg in egs])
+    assert not set(targets.ravel()) <= {0.0, 1.0}  # soft targets
+    loss, _ = textcat.get_loss(egs, logits)
+    assert loss == pytest.approx(-float((targets * log_probs).sum(axis=1).mean()), rel=1e-5)
     losses = nlp.update(egs, sgd=opt)
-    assert losses["bert_textcat"] > 0
+    assert losses["bert_textcat"] > 0  # (the update's forward pass has dropout: not the same logits)
 
 
 def test_component_errors(teacher, tmp_path):

@@ -229,6 +229,7 @@ def tiny_pipelines(tmp_path_factory):
     bert = build_tiny_bert(base / "bert")
     textcat = spacy.blank("en")
     textcat.add_pipe("bert_textcat", config={"model": {"name": str(bert)}})
+    spacy.util.fix_random_seed(0)  # the same pipelines whichever tests ran before
     opt = textcat.initialize(get_examples=lambda: _examples(textcat))
     for _ in range(3):
         textcat.update(_examples(textcat), sgd=opt)

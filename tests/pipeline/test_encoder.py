@@ -3,6 +3,7 @@ import pytest
 import spacy
 from numpy.testing import assert_allclose
 from spacy.training import Example
+from thinc.api import fix_random_seed
 
 from spacy_gptbert.models.listener import EncoderListener
 from spacy_gptbert.pipeline.encoder import BertEncoder
@@ -108,6 +109,7 @@ def _listener_textcat_nlp(name):
 
 
 def test_listening_textcat_trains_the_shared_encoder(tiny_bert, tmp_path):
+    fix_random_seed(0)  # the head's initial weights: not whatever earlier tests left in the global state
     nlp = _listener_textcat_nlp(tiny_bert)
     data = [("a good movie", "POS"), ("a bad film", "NEG"), ("i loved it", "POS"), ("boring and dull", "NEG")]
     egs = [Example.from_dict(nlp.make_doc(t), {"cats": {"POS": float(y == "POS"), "NEG": float(y == "NEG")}})
@@ -188,6 +190,7 @@ def test_listener_uses_what_it_received_once(tiny_bert):
 
 
 def test_spacy_tagger_on_the_listener(tiny_bert):
+    fix_random_seed(0)  # the tagger's initial weights
     nlp = encoder_nlp(tiny_bert)
     nlp.add_pipe("tagger", config={"model": {
         "@architectures": "spacy.Tagger.v2",
@@ -274,6 +277,7 @@ def test_exact_encoder_loss_is_the_squared_listener_gradient(tiny_bert):
 
 
 def test_spacy_textcat_on_the_listener(tiny_bert):
+    fix_random_seed(0)  # the textcat's initial weights
     nlp = encoder_nlp(tiny_bert)
     nlp.add_pipe("textcat", config={"model": {
         "@architectures": "spacy.TextCatReduce.v1", "exclusive_classes": True,

@@ -579,3 +579,14 @@ def test_config_without_onednn_prepack_loads(trained_nlp, tmp_path):
     loaded = spacy.load(tmp_path / "p")
     assert loaded.get_pipe("gpt_generator").onednn_prepack is True
     assert loaded(SENTENCES[0][:7])._.generation == trained_nlp(SENTENCES[0][:7])._.generation
+
+
+def test_scoring_names_keep_their_old_import_path():
+    """The scorer and metrics live in pipeline/generator_scoring.py; the names
+    pipeline.generator exported before still work."""
+    from spacy_gptbert.pipeline import generator, generator_scoring
+
+    for name in ("generator_score", "generation_agreement", "generation_quality", "generated_texts",
+                 "make_generator_scorer", "find_textcat", "SCORE_KEYS", "QUALITY_KEYS"):
+        assert getattr(generator, name) is getattr(generator_scoring, name), name
+    assert spacy.registry.scorers.get("spacy-gptbert.generator_scorer.v1")() is generator_scoring.generator_score

@@ -109,16 +109,16 @@ def forced_bf16():
     a benchmark's bf16 row measures bf16 on every machine."""
     import warnings
 
-    from spacy_gptbert.models import shim
+    from spacy_gptbert.models import autocast
 
-    native = shim.native_bf16
-    shim.native_bf16 = lambda: True
+    native = autocast.native_bf16  # cpu_bf16 looks it up in its own module
+    autocast.native_bf16 = lambda: True
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             yield
     finally:
-        shim.native_bf16 = native
+        autocast.native_bf16 = native
 
 
 def machine() -> Dict[str, object]:

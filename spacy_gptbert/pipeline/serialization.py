@@ -7,7 +7,7 @@ A component directory holds:
                   config.json, tokenizer files, model.safetensors
 so `spacy.load` needs no network and nothing is ever unpickled.
 
-A thinc node takes part by putting two callables in its attrs:
+The nodes that take part are models.hf_node's (found by their kind), whose attrs hold:
     attrs["hf_parts"](node) -> (hf_model, tokenizer) or (None, None)
     attrs["hf_load"](node, directory) -> None   (loads and attaches the weights)
 """
@@ -20,11 +20,12 @@ from spacy import util
 from thinc.api import Model
 
 from ..errors import Errors
+from ..models import hf_node
 from ..models.hf_loading import save_pretrained
 
 
 def hf_nodes(model: Model) -> List[Model]:
-    return [node for node in model.walk() if "hf_load" in node.attrs]
+    return list(hf_node.hf_nodes(model))
 
 
 def model_bytes_without_shims(model: Model) -> bytes:

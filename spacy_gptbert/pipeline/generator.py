@@ -210,7 +210,8 @@ class GPTGenerator(DocsOnly, LossUpdate, HFSerializationMixin, TrainablePipe):
             return []
         self._check_ready()
         prompts = self.prompt_ids(docs)
-        guidance = None if self.guidance_prompt is None else self.prompt_ids(docs, self.guidance_prompt)
+        guided = self.guidance_prompt is not None and self.settings.guidance_scale != 1.0  # 1.0: nothing to mix
+        guidance = self.prompt_ids(docs, self.guidance_prompt) if guided else None
         # Longest first: a caller's slice of sorted prompts pads little, and the
         # order is undone below.
         order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))

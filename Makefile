@@ -18,7 +18,7 @@ bench:
 	$(PYTHON) benchmarks/textcat.py --bert-steps 150 --spacy-epochs 1 --train-limit 8000 \
 		--output $(QUICK)/textcat.json
 
-# The full versions behind the tables in benchmarks/README.md (about 60-75 minutes).
+# The full versions behind the tables in docs/performance.md (about 60-75 minutes).
 bench-full:
 	$(PYTHON) benchmarks/encoder_inference.py
 	$(PYTHON) benchmarks/memory.py --n-docs 100000

@@ -47,7 +47,7 @@ CONFIG_VARIANTS = {
     "generator_conditional_quick.cfg": ("generator_conditional.cfg", {
         "components.gpt_generator.model.n_layer", "components.gpt_generator.model.n_embd",
         "components.gpt_generator.model.vocab_size", "training.batcher.size", "training.max_steps",
-        "training.optimizer.learn_rate.warmup_steps",
+        "training.eval_frequency", "training.optimizer.learn_rate.warmup_steps",
         "training.optimizer.learn_rate.initial_rate", "corpora.dev.limit"}),
 }
 

@@ -18,8 +18,10 @@ GENERATOR_EXTENSIONS = ("generation", "generations", "completion")
 DOC_EXTENSIONS = ENCODER_EXTENSIONS + GENERATOR_EXTENSIONS
 
 
-def register_extensions() -> None:
-    """Register every Doc extension in DOC_EXTENSIONS that is not yet registered."""
-    for name in DOC_EXTENSIONS:
+def register_extensions(names=DOC_EXTENSIONS) -> None:
+    """Register every Doc extension in `names` that is not yet registered
+    (default None). gpt_generator also registers the extension its
+    completion_attr names, so a DocBin's stored values for it can be read."""
+    for name in names:
         if not Doc.has_extension(name):
             Doc.set_extension(name, default=None)

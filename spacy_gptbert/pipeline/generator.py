@@ -191,6 +191,9 @@ class GPTGenerator(DocsOnly, LossUpdate, HFSerializationMixin, TrainablePipe):
         self.mode = mode
         self.on_long_prompt = on_long_prompt
         self.completion_attr = completion_attr
+        # Unregistered, a DocBin's stored values for it could not be read and
+        # training would silently learn the doc's text instead.
+        register_extensions([completion_attr])
         self.onednn_prepack = onednn_prepack
         self._nlp = weakref.ref(nlp) if nlp is not None else (lambda: None)
         # Settings come from the config, so nothing here needs saving; cfg stays
@@ -321,7 +324,7 @@ class GPTGenerator(DocsOnly, LossUpdate, HFSerializationMixin, TrainablePipe):
 
     def _completion(self, doc: Doc, index: int) -> str:
         """doc._.<completion_attr> if set, else the Doc text when the prompt does not use it."""
-        value = doc._.get(self.completion_attr) if Doc.has_extension(self.completion_attr) else None
+        value = doc._.get(self.completion_attr)
         if value:
             return str(value)
         if uses_text(self.prompt):

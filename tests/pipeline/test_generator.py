@@ -309,6 +309,25 @@ def test_prompt_mode_needs_a_completion():
     nlp2.initialize(lambda: [Example(nlp2.make_doc("Once upon"), ref)])  # completion from the extension
 
 
+def test_completion_attr_of_another_name_is_read_from_a_docbin():
+    """A completion_attr nobody registered: the component registers it, so
+    the values a DocBin stored are read instead of falling back to the text."""
+    from spacy.tokens import Doc, DocBin
+
+    name = "summary_for_generator_test"
+    writer = spacy.blank("en")
+    doc = writer.make_doc("A long review of a film.")
+    doc.user_data[("._.", name, None, None)] = "Good film."  # as a DocBin from another process holds it
+    data = DocBin(store_user_data=True, docs=[doc]).to_bytes()
+    assert not Doc.has_extension(name)
+    nlp = make_nlp(prompt="Summary: ", mode="prompt", completion_attr=name)
+    gen = nlp.get_pipe("gpt_generator")
+    assert Doc.has_extension(name)
+    ref = next(DocBin().from_bytes(data).get_docs(nlp.vocab))
+    assert gen._completion(ref, 0) == "Good film."
+    assert gen._completion(nlp.make_doc("No summary here."), 1) == "No summary here."
+
+
 def test_scores_and_agreement_without_nlp_or_textcat(trained_nlp):
     egs = examples(trained_nlp)
     scores = trained_nlp.evaluate(egs)

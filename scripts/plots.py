@@ -6,6 +6,8 @@
     python scripts/plots.py confusion PIPELINE DATA.spacy OUT.png [--title T]
         confusion matrix of the pipeline's top label against the gold top label
         (single-label doc.cats); also writes OUT.json with the counts.
+    python scripts/plots.py check
+        fail now, not at the end of a long workflow, when matplotlib is missing.
 """
 import argparse
 import json
@@ -167,8 +169,12 @@ def main() -> None:
     conf.add_argument("data", type=Path)
     conf.add_argument("output", type=Path)
     conf.add_argument("--title", default="")
+    sub.add_parser("check")
     args = parser.parse_args()
-    if args.what == "curves":
+    if args.what == "check":
+        _pyplot()
+        print("matplotlib found: the plots step will run")
+    elif args.what == "curves":
         plot_curves(args.log, args.output, args.title)
     else:
         plot_confusion(args.pipeline, args.data, args.output, args.title)

@@ -330,6 +330,18 @@ def test_plots_from_log_and_pipeline(tiny_pipelines, tmp_path):
     assert counts["labels"] == ["NEGATIVE", "POSITIVE"] and sum(map(sum, counts["matrix"])) == len(REVIEWS)
 
 
+def test_workflows_with_plots_check_for_matplotlib_before_training(monkeypatch, capsys):
+    workflows = PROJECT["workflows"]
+    for name, steps in workflows.items():
+        if "plots" in steps:
+            assert "check-plots" in steps[:2] and steps.index("check-plots") < steps.index("assets"), name
+    plots = load_script("plots")
+    monkeypatch.setattr(sys, "argv", ["plots.py", "check"])
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib raises ImportError
+    with pytest.raises(SystemExit, match=r"pip install \.\[plots\]"):
+        plots.main()
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not has_gpu, reason="needs a CUDA GPU")
 def test_require_gpu_moves_all_three_components(tiny_pipelines, tmp_path):

@@ -75,12 +75,13 @@ def build_tiny_bert(path: Path, *, hidden: int = 32, layers: int = 2, heads: int
     return path
 
 
-def greedy_by_hand(lm, tokenizer, prompt_ids, max_new_tokens: int, eos=None) -> str:
+def greedy_by_hand(lm, tokenizer, prompt_ids, max_new_tokens: int, eos=None, bias=None) -> str:
     """Greedy decoding written out, to check a generator's output against:
     the argmax of the last position's logits, one token at a time, until EOS
     or max_new_tokens, on a copy of the Hugging Face model in eval mode (no
     cache, no padding, no `generate`). prompt_ids: the whole prompt, [BOS] first;
-    eos: the id that ends a text (default: the tokenizer's EOS)."""
+    eos: the id that ends a text (default: the tokenizer's EOS); bias: a (V,)
+    tensor added to the log-probabilities (label steering)."""
     import copy
 
     import torch
@@ -91,7 +92,10 @@ def greedy_by_hand(lm, tokenizer, prompt_ids, max_new_tokens: int, eos=None) -> 
     new = []
     with torch.no_grad():
         for _ in range(max_new_tokens):
-            token = int(model(torch.tensor([ids + new])).logits[0, -1].argmax())
+            scores = model(torch.tensor([ids + new])).logits[0, -1]
+            if bias is not None:
+                scores = scores.log_softmax(-1) + bias
+            token = int(scores.argmax())
             if token == eos:
                 break
             new.append(token)

@@ -13,6 +13,7 @@ Hugging Face `generate` on the shim's module under no_grad, on the shim's device
 """
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+import torch
 from thinc.api import ArgsKwargs, Model, torch2xp, xp2torch
 from thinc.layers.pytorchwrapper import forward as pytorch_forward
 from thinc.types import Floats1d
@@ -116,6 +117,11 @@ def special_ids(model: Model) -> Tuple[int, int, int]:
     return bos, eos, pad
 
 
+def vocab_size(model: Model) -> int:
+    """The width of the LM's logits."""
+    return int(get_lm(model).config.vocab_size)
+
+
 def context_size(model: Model) -> int:
     return gpt.context_size(get_lm(model))
 
@@ -207,7 +213,7 @@ def convert_outputs(model: Model, inputs_outputs, is_train: bool):
 
 def generate_texts(model: Model, prompts: List[List[int]], settings: GenerationSettings,
                    onednn_prepack: bool = False, row_seeds: Optional[List[int]] = None,
-                   guidance: Optional[List[List[int]]] = None) -> List[List[str]]:
+                   guidance: Optional[List[List[int]]] = None, bias=None) -> List[List[str]]:
     """Generate for token-id prompts (already within the context) in ONE padded
     `generate` call. Returns num_return_sequences texts per prompt, in order.
     onednn_prepack: on the CPU, generate with a copy of the model whose linear
@@ -215,7 +221,9 @@ def generate_texts(model: Model, prompts: List[List[int]], settings: GenerationS
     change, never trained or saved). row_seeds: one sampling seed per prompt
     (gpt.generate_ids). guidance: one guidance prompt per prompt (token ids,
     within the context) for classifier-free guidance at
-    settings.guidance_scale, or None."""
+    settings.guidance_scale, or None. bias: a (B, V) float array added to
+    each prompt's log-probabilities every step (the generator's label_bias;
+    a guidance row gets its prompt's row), or None."""
     if not prompts:
         return []
     if not is_ready(model):
@@ -230,7 +238,13 @@ def generate_texts(model: Model, prompts: List[List[int]], settings: GenerationS
     ids, mask = (t.to(device) for t in gpt.left_pad(prompts, pad))  # (B, T), or (2B, T) guided
     tokenizer = model.attrs["tokenizer"]
     lm = predicting_module(get_lm(model), device, use_prepack=onednn_prepack)  # the encoders' policy
-    new = gpt.generate_ids(lm, ids, mask, settings, pad, eos, tokenizer, row_seeds, guided)  # (B*n, <=max_new)
+    bias_rows = None
+    if bias is not None:
+        bias_rows = xp2torch(model.ops.asarray2f(bias), device=device)
+        if guided:
+            bias_rows = torch.cat([bias_rows, bias_rows])
+    new = gpt.generate_ids(lm, ids, mask, settings, pad, eos, tokenizer, row_seeds, guided,
+                           bias_rows)  # (B*n, <=max_new)
     texts = tokenizer.batch_decode(_strip_after_eos(new.tolist(), eos), skip_special_tokens=True)
     n = settings.num_return_sequences
     texts = [gpt.cut_at_stop(t, settings.stop) for t in texts]

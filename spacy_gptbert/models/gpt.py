@@ -240,6 +240,8 @@ class GenerationSettings:
     # Classifier-free guidance (ClassifierFreeGuidance): 1.0 is off; above 1,
     # each token moves away from what the guidance prompt would make likely.
     guidance_scale: float = 1.0
+    # Label steering (LabelBias): the weight of the label's unigram log-odds; 0.0 is off.
+    label_bias: float = 0.0
 
 
 def left_pad(prompts: List[List[int]], pad_id: int):
@@ -271,7 +273,8 @@ def seeded(seed: Optional[int], device: Optional[torch.device] = None):
 @torch.inference_mode()  # no autograd bookkeeping at all (no_grad still tracks versions)
 def generate_ids(lm, input_ids: torch.Tensor, attention_mask: torch.Tensor, settings: GenerationSettings,
                  pad_id: int, eos_id: Optional[int], tokenizer=None,
-                 row_seeds: Optional[Sequence[int]] = None, guided: bool = False) -> torch.Tensor:
+                 row_seeds: Optional[Sequence[int]] = None, guided: bool = False,
+                 bias: Optional[torch.Tensor] = None) -> torch.Tensor:
     """One Hugging Face `generate` call for a left-padded batch.
 
     input_ids, attention_mask: (B, T). Returns new tokens only:
@@ -287,6 +290,8 @@ def generate_ids(lm, input_ids: torch.Tensor, attention_mask: torch.Tensor, sett
     first half's (ClassifierFreeGuidance, at settings.guidance_scale); each
     pair of rows then writes the same tokens, and only the first half's come
     back: (B / 2 * num_return_sequences, <= max_new_tokens).
+    bias: (B, V) added to each row's log-probabilities every step (LabelBias),
+    before guidance and sampling; guided, B counts the guidance rows too.
     """
     kwargs = dict(
         max_new_tokens=settings.max_new_tokens,
@@ -302,6 +307,12 @@ def generate_ids(lm, input_ids: torch.Tensor, attention_mask: torch.Tensor, sett
         kwargs.update(stop_strings=early, tokenizer=tokenizer)
     batch_seed = settings.seed
     processors: List[Any] = []
+    if bias is not None:
+        processors.append(LabelBias(bias))
+        if settings.do_sample and row_seeds is None and not guided:
+            # RowSampler warps after the bias; Hugging Face's own sampling would warp before it.
+            with seeded(batch_seed, input_ids.device):
+                row_seeds = torch.randint(0, 2**31 - 1, (input_ids.shape[0],)).tolist()
     if guided:
         processors.append(ClassifierFreeGuidance(settings.guidance_scale))
         if settings.do_sample and row_seeds is None:
@@ -356,6 +367,23 @@ class ClassifierFreeGuidance:
         # A token the guidance branch rules out (-inf) keeps the prompt's own score, not NaN.
         guided = torch.where(torch.isfinite(neg), neg + self.scale * (cond - neg), cond)
         return torch.cat([guided, guided]).to(scores.dtype)
+
+
+class LabelBias:
+    """A logits processor that adds one bias row per prompt to the
+    log-probabilities, before guidance and sampling: decoding-time steering
+    toward a label (the generator's label_bias, label_steering.py). bias:
+    (B, V), one row per input row; rows that Hugging Face repeats for
+    num_return_sequences get their prompt's row."""
+
+    def __init__(self, bias: torch.Tensor):
+        self.bias = bias
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        bias = self.bias
+        if bias.shape[0] != scores.shape[0]:  # HF's num_return_sequences copies are adjacent rows
+            bias = bias.repeat_interleave(scores.shape[0] // bias.shape[0], dim=0)
+        return (scores.float().log_softmax(dim=-1) + bias.to(scores.device)).to(scores.dtype)
 
 
 class RowSampler:

@@ -36,7 +36,8 @@ from .generator_scoring import (  # noqa: F401  (their old home: re-exported)
     QUALITY_KEYS, SCORE_KEYS, find_textcat, generated_texts, generation_agreement, generation_quality,
     generator_score, make_generator_scorer, ngrams,
 )
-from .prompts import PromptFunc, as_prompt, uses_text
+from . import label_steering
+from .prompts import PromptFunc, as_prompt, prompt_label, uses_text
 from .serialization import HFSerializationMixin
 
 __all__ = ["GPTGenerator", "make_gpt_generator", "generator_score", "generation_agreement"]
@@ -70,6 +71,7 @@ EVAL_BATCH_ROWS = 16  # rows per no-grad forward when scoring
         "onednn_prepack": True,
         "guidance_prompt": None,
         "guidance_scale": 1.0,
+        "label_bias": 0.0,
         "scorer": {"@scorers": "spacy-gptbert.generator_scorer.v1"},
     },
     # gen_score = exp(-nats per char): higher is better, so spaCy can select on it.
@@ -85,6 +87,7 @@ def make_gpt_generator(
     repetition_penalty: float, num_return_sequences: int, stop: List[str], seed: Optional[int],
     on_long_prompt: str, completion_attr: str, scorer: Optional[Callable], onednn_prepack: bool = True,
     guidance_prompt: Optional[Union[str, Callable[[Doc], str]]] = None, guidance_scale: float = 1.0,
+    label_bias: float = 0.0,
 ):
     """prompt: template with {text}, {label}, {cats}, or a registered prompt
     function. mode: "lm" or "prompt" (training). on_long_prompt: "truncate"
@@ -95,13 +98,15 @@ def make_gpt_generator(
     linear weights). guidance_prompt, guidance_scale: classifier-free
     guidance at generation: with guidance_scale > 1, each token moves away
     from what guidance_prompt (a template or prompt function, e.g. the other
-    label's prompt) would make likely; 1.0 is off."""
+    label's prompt) would make likely; 1.0 is off. label_bias: steer each
+    token toward the doc's label by this weight times the label's word
+    log-odds in the training texts (label_steering.py); 0.0 is off."""
     return GPTGenerator(
         nlp.vocab, model, name, nlp=nlp, prompt=prompt, mode=mode,
         settings=GenerationSettings(
             max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature, top_k=top_k,
             top_p=top_p, repetition_penalty=repetition_penalty, num_return_sequences=num_return_sequences,
-            stop=list(stop), seed=seed, guidance_scale=guidance_scale,
+            stop=list(stop), seed=seed, guidance_scale=guidance_scale, label_bias=label_bias,
         ),
         on_long_prompt=on_long_prompt, completion_attr=completion_attr, scorer=scorer,
         onednn_prepack=onednn_prepack, guidance_prompt=guidance_prompt,
@@ -116,6 +121,7 @@ def make_gpt_generator(
 MIN_TEMPERATURE = 0.01
 REPETITION_PENALTY_RANGE = (0.01, 100.0)
 GUIDANCE_SCALE_RANGE = (1.0, 100.0)
+LABEL_BIAS_RANGE = (0.0, 100.0)
 
 
 def check_settings(s: GenerationSettings, on_long_prompt: str, mode: str, guided: bool = False) -> None:
@@ -159,6 +165,9 @@ def check_settings(s: GenerationSettings, on_long_prompt: str, mode: str, guided
     if s.guidance_scale != 1.0 and not guided:
         bad("guidance_scale", s.guidance_scale, "guidance needs a guidance_prompt: the text to steer away "
             "from, e.g. the prompt template with the other label (see docs/generation.md).")
+    if not LABEL_BIAS_RANGE[0] <= s.label_bias <= LABEL_BIAS_RANGE[1]:
+        bad("label_bias", s.label_bias, "it must lie in [{}, {}] (0.0 turns label steering off; 0.5 to 1 "
+            "are common).".format(*LABEL_BIAS_RANGE))
 
 
 def encode(lm: Model, texts: Sequence[str], what: str = "text") -> List[List[int]]:
@@ -173,6 +182,9 @@ def encode(lm: Model, texts: Sequence[str], what: str = "text") -> List[List[int
 
 
 class GPTGenerator(DocsOnly, LossUpdate, HFSerializationMixin, TrainablePipe):
+    # learned at initialize (count_label_tokens), restored by spacy.load
+    state_cfg_keys = ("label_counts",)
+
     def __init__(
         self, vocab: Vocab, model: Model, name: str = "gpt_generator", *, nlp: Optional[Language] = None,
         prompt: Union[str, PromptFunc] = "{text}", mode: str = "lm",
@@ -196,10 +208,11 @@ class GPTGenerator(DocsOnly, LossUpdate, HFSerializationMixin, TrainablePipe):
         register_extensions([completion_attr])
         self.onednn_prepack = onednn_prepack
         self._nlp = weakref.ref(nlp) if nlp is not None else (lambda: None)
-        # Settings come from the config, so nothing here needs saving; cfg stays
-        # empty so a saved cfg never overrides settings given at spacy.load.
-        self.cfg: Dict[str, Any] = {}
+        # Settings come from the config, so cfg holds no setting (a saved cfg
+        # never overrides one given at spacy.load), only what initialize learned.
+        self.cfg: Dict[str, Any] = {"label_counts": {}}
         self._warned_long = False
+        self._label_table: Tuple[Any, int, Dict[str, numpy.ndarray]] = (None, 0, {})
 
     @property
     def lm(self) -> Model:
@@ -219,14 +232,31 @@ class GPTGenerator(DocsOnly, LossUpdate, HFSerializationMixin, TrainablePipe):
         # order is undone below.
         order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
         seeds = self._doc_seeds(docs)
+        bias = self._bias_rows(docs)
         generated = lm_model.generate_texts(self.lm, [prompts[i] for i in order], self.settings,
                                             onednn_prepack=self.onednn_prepack,
                                             row_seeds=None if seeds is None else [seeds[i] for i in order],
-                                            guidance=None if guidance is None else [guidance[i] for i in order])
+                                            guidance=None if guidance is None else [guidance[i] for i in order],
+                                            bias=None if bias is None else bias[order])
         result: List[List[str]] = [[] for _ in docs]
         for j, i in enumerate(order):
             result[i] = generated[j]
         return result
+
+    def _bias_rows(self, docs: Sequence[Doc]) -> Optional[numpy.ndarray]:
+        """(len(docs), V) label steering per doc, or None when label_bias is 0."""
+        if not self.settings.label_bias:
+            return None
+        vocab_size = lm_model.vocab_size(self.lm)
+        counts = self.cfg.get("label_counts") or {}
+        cached_counts, cached_size, table = self._label_table
+        if cached_counts is not counts or cached_size != vocab_size:
+            table = label_steering.log_odds(counts, vocab_size)
+            self._label_table = (counts, vocab_size, table)
+        if not table:
+            raise ValueError(Errors.E210.format(value=self.settings.label_bias, name=self.name))
+        labels = [prompt_label(self.prompt, doc) for doc in docs]
+        return label_steering.bias_rows(table, labels, self.settings.label_bias, vocab_size)
 
     def _doc_seeds(self, docs: Sequence[Doc]) -> Optional[List[int]]:
         """With a seed, each doc samples from its own random stream, seeded
@@ -350,6 +380,26 @@ class GPTGenerator(DocsOnly, LossUpdate, HFSerializationMixin, TrainablePipe):
             texts = [eg.reference.text for eg in examples]
         self.model.initialize(X=clean_texts(texts))  # the scratch tokenizer trains on them
         self._prompt_room()
+        self.count_label_tokens(examples)
+        if self.settings.label_bias and not self.cfg["label_counts"]:
+            raise ValueError(Errors.E210.format(value=self.settings.label_bias, name=self.name))
+
+    def count_label_tokens(self, examples: Iterable[Example]) -> None:
+        """Count the target tokens (the completion, or the text in LM mode, and
+        its end token) of each label of the reference docs' doc.cats, for
+        label_bias. initialize calls it; call it to add label steering to a
+        generator trained without it. Fewer than two labels count as none."""
+        examples = list(examples)
+        self._check_ready()
+        if self.mode == "prompt":
+            _, targets = self._prompt_pairs(examples)
+        else:
+            targets = [eg.reference.text for eg in examples]
+        _, eos, _ = lm_model.special_ids(self.lm)
+        labels = [prompt_label(self.prompt, eg.reference) for eg in examples]
+        ids = [t + [eos] for t in encode(self.lm, targets)]
+        counts = label_steering.count_label_tokens(labels, ids)
+        self.cfg["label_counts"] = counts if len(counts) >= 2 else {}
 
     # -- scoring -----------------------------------------------------------
     def score(self, examples: Iterable[Example], **kwargs) -> Dict[str, Any]:

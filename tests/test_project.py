@@ -49,6 +49,9 @@ CONFIG_VARIANTS = {
         "components.gpt_generator.model.vocab_size", "training.batcher.size", "training.max_steps",
         "training.eval_frequency", "training.optimizer.learn_rate.warmup_steps",
         "training.optimizer.learn_rate.initial_rate", "corpora.dev.limit"}),
+    "generator_warmstart_quick.cfg": ("generator_warmstart.cfg", {
+        "components.gpt_generator.label_bias", "training.max_steps", "training.eval_frequency",
+        "corpora.dev.limit"}),
 }
 
 

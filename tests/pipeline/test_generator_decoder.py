@@ -226,9 +226,10 @@ def test_warmstart_config_trains_loads_and_generates(word_bert, tmp_path):
     assert loaded.get_pipe("gpt_generator").prompt(doc) == "positive review: "
     generation = loaded.get_pipe("gpt_generator")(doc)._.generation  # sampled, as the config says
     assert len(generation.split()) <= 4 and set(generation.split()) <= set(WORDS)
-    # Greedy (a load-time setting), it is what the saved weights give by hand from [CLS] + the prompt.
+    assert set(loaded.get_pipe("gpt_generator").cfg["label_counts"]) == {"positive", "negative"}  # label_bias
+    # Greedy and unsteered (load-time settings), it is what the saved weights give by hand from [CLS] + the prompt.
     greedy = spacy.load(tmp_path / "out" / "model-last", config={"components": {"gpt_generator": {
-        "do_sample": False, "temperature": 1.0, "top_k": 0}}})
+        "do_sample": False, "temperature": 1.0, "top_k": 0, "label_bias": 0.0}}})
     tokenizer = greedy.get_pipe("gpt_generator").lm.attrs["tokenizer"]
     prompt_ids = [tokenizer.cls_token_id] + tokenizer("positive review: ",
                                                       add_special_tokens=False)["input_ids"]

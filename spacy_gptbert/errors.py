@@ -214,13 +214,14 @@ class Errors(metaclass=ErrorsWithCodes):
             "{n_head}, and all sizes must be positive.")
     E209 = ("No training texts were given to train the tokenizer of the "
             "from-scratch GPT. Check the training corpus.")
-    E210 = ("label_bias = {value} steers generation with per-label word counts "
+    E210 = ("label_bias = {value} steers generation with per-label token counts "
             "that initialize takes from the training docs' doc.cats, and the "
             "generator '{name}' has none: its training docs had fewer than two "
             "labels, or it was trained before label_bias existed. Set label_bias = "
             "0.0, or count them now without retraining: "
-            "nlp.get_pipe(\"{name}\").count_label_tokens(examples), with examples "
-            "whose reference docs have doc.cats, then save the pipeline.")
+            "nlp.get_pipe(\"{name}\").count_label_tokens(examples), with the "
+            "training corpus's examples (their reference docs have doc.cats), then "
+            "save the pipeline (docs/generation.md#label-steering).")
     # reliability (E220-E239)
     E220 = ("The {what} for doc {index} is a {type}, not a string. A prompt "
             "function must return str: check the function given as 'prompt' "

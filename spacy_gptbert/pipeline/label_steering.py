@@ -16,6 +16,7 @@ The counts are kept per label as the prompt names it (a template's
 label_names: "1" and "POSITIVE" both count as "positive"), so the gold labels
 of the training data and the labels a textcat predicts share one row.
 """
+from collections import Counter
 from typing import Dict, Iterable, List, Sequence
 
 import numpy
@@ -26,15 +27,11 @@ LabelCounts = Dict[str, Dict[str, int]]  # label -> token id (as str, for JSON) 
 def count_label_tokens(labels: Sequence[str], token_ids: Iterable[List[int]]) -> LabelCounts:
     """Token counts per label of the targets (the text and its end token);
     docs without a label ('') are left out."""
-    counts: LabelCounts = {}
+    counts: Dict[str, Counter] = {}
     for label, ids in zip(labels, token_ids):
-        if not label:
-            continue
-        row = counts.setdefault(label, {})
-        for token in ids:
-            key = str(token)
-            row[key] = row.get(key, 0) + 1
-    return counts
+        if label:
+            counts.setdefault(label, Counter()).update(map(str, ids))
+    return {label: dict(row) for label, row in counts.items()}
 
 
 def log_odds(counts: LabelCounts, vocab_size: int) -> Dict[str, numpy.ndarray]:

@@ -63,8 +63,7 @@ class TemplatePrompt:
         if "text" in self.fields:
             values["text"] = doc.text
         if "label" in self.fields:
-            label = top_label(doc.cats)
-            values["label"] = self.label_names.get(label, label)
+            values["label"] = prompt_label(self, doc)
         if "cats" in self.fields:
             values["cats"] = format_cats(doc.cats)
         return self.template.format(**values)

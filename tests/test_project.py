@@ -148,6 +148,33 @@ def test_quick_steps_var_resizes_the_quick_schedule():
     assert effective_config(line)["training"]["optimizer"]["learn_rate"]["total_steps"] == 50
 
 
+@pytest.mark.parametrize("steps", [{"quick_textcat_steps": 300, "quick_generator_steps": 150}, {}])
+def test_quick_trainings_evaluate_their_last_step_whatever_the_budget(steps):
+    """spaCy evaluates only at multiples of eval_frequency and model-best is the
+    best evaluation: with a fixed eval_frequency of 600, `--vars.quick_textcat_steps
+    300` evaluated only step 0, and the quick pipeline got a model that had seen
+    one batch."""
+    commands = resolved_commands(**steps)
+    for name in ("train-textcat-quick", "train-generator-quick"):
+        training = effective_config(commands[name]["script"][1])["training"]
+        assert training["eval_frequency"] == training["max_steps"], name
+    if steps:
+        assert effective_config(commands["train-textcat-quick"]["script"][1])["training"]["max_steps"] == 300
+
+
+def test_default_budgets_end_on_an_evaluation():
+    """At the shipped budgets every training's last step is evaluated, except the
+    SST-2 epoch (2105 steps, evaluated every 200 as its recorded figures were)."""
+    for name, command in resolved_commands().items():
+        for line in command["script"]:
+            if "-m spacy train " not in line:
+                continue
+            training = effective_config(line)["training"]
+            if training["max_steps"] == 2105:
+                continue
+            assert training["max_steps"] % training["eval_frequency"] == 0, name
+
+
 @pytest.mark.parametrize("variant", sorted(CONFIG_VARIANTS))
 def test_config_variants_differ_from_their_base_only_in_their_settings(variant):
     from spacy.util import load_config

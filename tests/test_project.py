@@ -125,6 +125,14 @@ def test_gpu_runs_are_a_var_not_copied_commands():
                 assert "--gpu-id 0" in line, line
 
 
+def trainings(**variables):
+    """(command name, the line, the config it trains with) for every `spacy train` line of the project."""
+    for name, command in resolved_commands(**variables).items():
+        for line in command["script"]:
+            if "-m spacy train " in line:
+                yield name, line, effective_config(line)
+
+
 def test_max_batch_tokens_var_reaches_every_encoder_training_of_all_gpu():
     commands = resolved_commands(max_batch_tokens=8192)
     trained = 0
@@ -165,13 +173,9 @@ def test_quick_trainings_evaluate_their_last_step_whatever_the_budget(steps):
 def test_default_budgets_end_on_an_evaluation():
     """At the shipped budgets every training's last step is evaluated, except the
     SST-2 epoch (2105 steps, evaluated every 200 as its recorded figures were)."""
-    for name, command in resolved_commands().items():
-        for line in command["script"]:
-            if "-m spacy train " not in line:
-                continue
-            training = effective_config(line)["training"]
-            if training["max_steps"] == 2105:
-                continue
+    for name, _, config in trainings():
+        training = config["training"]
+        if training["max_steps"] != 2105:
             assert training["max_steps"] % training["eval_frequency"] == 0, name
 
 
@@ -208,17 +212,14 @@ def test_step_budgets_are_not_cut_short_by_max_epochs():
     steps of 32, so an 800-step budget ended at step 154, before the first
     evaluation, and model-best was the untrained model). Only an SST-2 training
     may keep an epoch limit, with a budget of at most one epoch of SST-2."""
-    for name, command in resolved_commands().items():
-        for line in command["script"]:
-            if "-m spacy train " not in line:
-                continue
-            training = effective_config(line)["training"]
-            if training["max_epochs"] == 0:
-                continue
-            words = shlex.split(line)
-            assert words[words.index("--paths.train") + 1] in {
-                "corpus/sst2/train.spacy", "corpus/sst2/train_teacher.spacy"}, name
-            assert training["max_steps"] <= math.ceil(SST2_TRAIN_SENTENCES / training["batcher"]["size"]), name
+    for name, line, config in trainings():
+        training = config["training"]
+        if training["max_epochs"] == 0:
+            continue
+        words = shlex.split(line)
+        assert words[words.index("--paths.train") + 1] in {
+            "corpus/sst2/train.spacy", "corpus/sst2/train_teacher.spacy"}, name
+        assert training["max_steps"] <= math.ceil(SST2_TRAIN_SENTENCES / training["batcher"]["size"]), name
 
 
 def test_get_assets_copies_and_checks(tmp_path, monkeypatch):

@@ -245,10 +245,21 @@ def generate_texts(model: Model, prompts: List[List[int]], settings: GenerationS
             bias_rows = torch.cat([bias_rows, bias_rows])
     new = gpt.generate_ids(lm, ids, mask, settings, pad, eos, tokenizer, row_seeds, guided,
                            bias_rows)  # (B*n, <=max_new)
-    texts = tokenizer.batch_decode(_strip_after_eos(new.tolist(), eos), skip_special_tokens=True)
+    texts = decode_generated(tokenizer, _strip_after_eos(new.tolist(), eos))
     n = settings.num_return_sequences
     texts = [gpt.cut_at_stop(t, settings.stop) for t in texts]
     return [texts[i * n : (i + 1) * n] for i in range(len(texts) // n)]
+
+
+def decode_generated(tokenizer, rows: List[List[int]]) -> List[str]:
+    """Generated token ids -> text. A WordPiece tokenizer (BERT, MPNet) decodes
+    every punctuation piece with a space on both sides ("it ' s", "is n ' t"),
+    which a reader takes for noise; Hugging Face's clean-up joins the common
+    English contractions and punctuation again. Other tokenizers (byte-level
+    BPE) decode their own spaces exactly, so their text is kept as it is."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    wordpiece = backend is not None and type(backend.model).__name__ == "WordPiece"
+    return tokenizer.batch_decode(rows, skip_special_tokens=True, clean_up_tokenization_spaces=wordpiece)
 
 
 def _strip_after_eos(rows: List[List[int]], eos: Optional[int]) -> List[List[int]]:

@@ -186,3 +186,18 @@ def test_causal_lm_v1_points_a_bert_to_the_decoder(tmp_path, tiny_bert):
         load_pretrained(tiny_bert, "AutoModelForCausalLM", expect="causal_lm")
     assert "spacy-gptbert.BertDecoder.v1" in str(err.value)
     assert lm_model.special_ids(decoder(bert))[:2] == (2, 3)  # the advice works: [CLS], [SEP]
+
+
+def test_generated_wordpieces_read_as_words_and_byte_level_text_is_kept(tmp_path):
+    from transformers import AutoTokenizer, BertTokenizerFast
+
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "it", "'", "s", "is", "n", "t", ",", "good", "."]))
+    # as all-MiniLM-L6-v2's tokenizer_config.json sets it
+    wordpiece = BertTokenizerFast(vocab_file=str(vocab), do_lower_case=True, clean_up_tokenization_spaces=False)
+    ids = wordpiece("it 's good , is n't it .", add_special_tokens=False)["input_ids"]
+    assert wordpiece.decode(ids) == "it ' s good, is n ' t it."  # what the decoder alone writes
+    assert lm_model.decode_generated(wordpiece, [ids, ids[:3]]) == ["it's good, isn't it.", "it's"]
+    byte_level = AutoTokenizer.from_pretrained(str(HF_TINY / "fake_gpt2"))
+    text = "it 's good , is n't it ."
+    assert lm_model.decode_generated(byte_level, [byte_level(text)["input_ids"]]) == [text]

@@ -10,7 +10,7 @@ single-piece lower-case words that occur in the training text. Neighbours
 include antonyms (good -> bad, love -> hate); the teacher labels each variant
 afterwards, so a flipped sentiment is a useful example, not label noise.
 
-    python benchmarks/experiments/distill_augment.py ../shared/data/sst2/train.tsv \
+    python benchmarks/experiments/distill_augment.py assets/sst2/train.tsv \
         corpus/sst2/train_augmented.txt [--model sentence-transformers/all-mpnet-base-v2] \
         [--min-words 12] [--p 0.4] [--k 8] [--seed 0]
     python -m spacy_gptbert label training/sst2-base/model-best corpus/sst2/train_augmented.txt \

@@ -252,7 +252,7 @@ def generate_texts(model: Model, prompts: List[List[int]], settings: GenerationS
 
 
 def decode_generated(tokenizer, rows: List[List[int]]) -> List[str]:
-    """Generated token ids -> text. A WordPiece tokenizer (BERT, MPNet) decodes
+    """Generated token ids -> text. A WordPiece tokenizer (BERT's) decodes
     every punctuation piece with a space on both sides ("it ' s", "is n ' t"),
     which a reader takes for noise; Hugging Face's clean-up joins the common
     English contractions and punctuation again. Other tokenizers (byte-level

@@ -50,8 +50,8 @@ CONFIG_VARIANTS = {
         "training.eval_frequency", "training.optimizer.learn_rate.warmup_steps",
         "training.optimizer.learn_rate.initial_rate", "corpora.dev.limit"}),
     "generator_warmstart_quick.cfg": ("generator_warmstart.cfg", {
-        "components.gpt_generator.label_bias", "training.max_steps", "training.eval_frequency",
-        "corpora.dev.limit", "training.batcher.@batchers", "training.batcher.buffer"}),
+        "components.gpt_generator.label_bias", "components.gpt_generator.repetition_penalty", "training.max_steps",
+        "training.eval_frequency", "corpora.dev.limit", "training.batcher.@batchers", "training.batcher.buffer"}),
 }
 
 

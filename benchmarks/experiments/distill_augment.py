@@ -32,12 +32,15 @@ import torch
 from spacy.lang.en.stop_words import STOP_WORDS
 from transformers import AutoModel, AutoTokenizer
 
+from spacy_gptbert.models.hf_loading import resolve_model_dir
+
 
 def neighbour_table(model_name: str, words: List[str], k: int) -> Dict[str, List[str]]:
     """Each word that is one piece of the model's vocabulary -> its k nearest
     such words by cosine of the input word embeddings."""
-    tokenizer = AutoTokenizer.from_pretrained(model_name, local_files_only=True)
-    model = AutoModel.from_pretrained(model_name, local_files_only=True)
+    path = resolve_model_dir(model_name)  # the package's offline lookup: a directory, the HF cache, a packaged copy
+    tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    model = AutoModel.from_pretrained(str(path), local_files_only=True)
     vocab = tokenizer.get_vocab()
     single = [w for w in words if w in vocab]
     ids = torch.tensor([vocab[w] for w in single])

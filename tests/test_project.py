@@ -39,11 +39,10 @@ SST2_TRAIN_SENTENCES = 67_349
 # The configs that are another config with other settings, and exactly which settings.
 CONFIG_VARIANTS = {
     "textcat_sst2_quick.cfg": ("textcat_sst2.cfg", {
-        "training.max_steps", "training.eval_frequency", "training.optimizer.learn_rate.warmup_steps",
-        "training.optimizer.learn_rate.total_steps"}),
+        "training.max_steps", "training.eval_frequency", "training.optimizer.learn_rate.warmup_steps"}),
     "textcat_trec.cfg": ("textcat_sst2.cfg", {
         "training.max_epochs", "training.max_steps", "training.optimizer.learn_rate.warmup_steps",
-        "training.optimizer.learn_rate.total_steps", "training.optimizer.learn_rate.initial_rate"}),
+        "training.optimizer.learn_rate.initial_rate"}),
     "generator_conditional_quick.cfg": ("generator_conditional.cfg", {
         "components.gpt_generator.model.n_layer", "components.gpt_generator.model.n_embd",
         "components.gpt_generator.model.vocab_size", "training.batcher.size", "training.max_steps",

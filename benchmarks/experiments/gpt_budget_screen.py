@@ -7,8 +7,9 @@ with `spacy train configs/generator_scratch.cfg` and its overrides.
         --budget 400 [--layers 4 --embd 256 --heads 4 --vocab 2048 --ctx 128 --batch 32 --lr 2e-3]
 
 It uses the package's own tokenizer and model builders (train_bpe_tokenizer,
-build_gpt2_lm), the project's split (dev = the last 10% of the text) and its
-400-character training blocks for the tokenizer. Training rows are random
+build_gpt2_lm) and the project's split (dev = the last 10% of the text); the
+tokenizer learns from 400-character slices of the training text (the project's
+block size, though its blocks are cut at line breaks). Training rows are random
 --ctx-token windows of the training text. The learning rate warms up over
 --warmup steps and then decays linearly to 0 at the end of the *time* budget, so
 every recipe ends its schedule whatever its step time. Printed: one JSON line
